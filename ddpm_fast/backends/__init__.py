@@ -1,0 +1,125 @@
+"""The backend registry behind ``sample`` and ``p_sample_loop(..., backend=...)``.
+
+A backend turns a ``SamplingJob`` into x_0 ([N, 2]) or, when ``job.trajectory``, into the
+whole trajectory [T+1, N, 2] (x_T first). Backends register themselves by name; an
+unknown name fails with the list of known ones.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import torch
+from torch import nn
+
+PRECISIONS = ("fp32", "tf32", "bf16")
+
+
+@dataclass(frozen=True)
+class SamplingJob:
+    model: nn.Module
+    betas: torch.Tensor  # [T] float32, on device
+    one_minus_alphas_bar_sqrt: torch.Tensor  # [T] float32, on device
+    shape: tuple  # (N, 2)
+    device: torch.device
+    x_T: Optional[torch.Tensor] = None  # [N, 2]
+    noise: Optional[torch.Tensor] = None  # [T, N, 2]; noise[i] is the z of timestep T-1-i
+    final_noise: bool = True
+    generator: Optional[torch.Generator] = None
+    seed: Optional[int] = None
+    precision: str = "fp32"
+    trajectory: bool = False
+    row_offset: int = 0  # index of the first row in the whole request (keys in-kernel noise)
+
+    @property
+    def n_steps(self) -> int:
+        return self.betas.shape[0]
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    run: Callable[[SamplingJob], torch.Tensor]
+    # None when the backend can run on the device, else the reason it cannot
+    unavailable_reason: Callable[[torch.device], Optional[str]]
+    precisions: tuple = ("fp32",)
+    description: str = ""
+
+
+_REGISTRY: dict[str, Backend] = {}
+# Order tried by backend="auto", fastest first. On CUDA it is the order expected from
+# the cost model (one launch < one graph replay < 100 compiled steps < 100 launches
+# < eager); see README for what has been measured. On CPU only eager is chosen: the
+# compile backend pays tens of seconds of compilation that a single call never wins
+# back, and Triton on CPU is the interpreter, a checking tool.
+AUTO_ORDER = {"cuda": ("triton-fused", "cudagraph", "compile", "triton-step", "eager"),
+              "cpu": ("eager",)}
+
+
+def register_backend(backend: Backend) -> Backend:
+    _REGISTRY[backend.name] = backend
+    return backend
+
+
+def backend_names() -> list[str]:
+    _load_builtin()
+    return ["auto", *_REGISTRY]
+
+
+def get_backend(name: str) -> Backend:
+    _load_builtin()
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown backend {name!r}; known backends: {', '.join(backend_names())}")
+    return _REGISTRY[name]
+
+
+def available_backends(device="cpu") -> dict[str, dict]:
+    """Each backend's status on ``device``: ``{name: {"available": bool, "reason": str, ...}}``."""
+    _load_builtin()
+    device = torch.device(device)
+    report = {}
+    for name, backend in _REGISTRY.items():
+        reason = backend.unavailable_reason(device)
+        report[name] = {"available": reason is None, "reason": reason or "ok",
+                        "precisions": list(backend.precisions), "description": backend.description}
+    return report
+
+
+def resolve_backend(name: str, device: torch.device, precision: str) -> Backend:
+    """The backend to run: ``name`` itself (failing with the reason if it cannot run), or for
+    ``auto`` the first of ``AUTO_ORDER`` that can, with one warning if that is not the first."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; known precisions: {', '.join(PRECISIONS)}")
+    if name != "auto":
+        backend = get_backend(name)
+        reason = backend.unavailable_reason(device)
+        if reason is not None:
+            raise RuntimeError(f"backend {name!r} cannot run on {device}: {reason}")
+        if precision not in backend.precisions:
+            raise ValueError(f"backend {name!r} supports precisions {', '.join(backend.precisions)}, "
+                             f"not {precision!r}")
+        return backend
+    _load_builtin()
+    order = AUTO_ORDER.get(device.type, ("eager",))
+    skipped = []
+    for candidate in order:
+        backend = _REGISTRY[candidate]
+        reason = backend.unavailable_reason(device)
+        if reason is None and precision in backend.precisions:
+            if skipped:
+                warnings.warn(f"backend 'auto' on {device} chose {candidate!r}; skipped "
+                              + "; ".join(skipped), RuntimeWarning, stacklevel=3)
+            return backend
+        skipped.append(f"{candidate} ({reason or f'no {precision} support'})")
+    raise RuntimeError(f"no backend can run precision {precision!r} on {device}: " + "; ".join(skipped))
+
+
+_LOADED = False
+
+
+def _load_builtin() -> None:
+    global _LOADED
+    if not _LOADED:
+        _LOADED = True
+        from . import compiled, cudagraph, eager, triton_backend  # noqa: F401  (they register)

@@ -1,0 +1,101 @@
+"""``cudagraph``: the whole T-step loop captured once as one CUDA graph and replayed.
+
+One graph per (model, N, device, precision, noise injected or drawn, trajectory kept,
+final_noise, parameter addresses), with static input and output buffers. Drawn noise
+comes from the default CUDA generator inside the graph, which PyTorch advances on every
+replay: fresh noise without recapture. A seed replays under ``torch.random.fork_rng`` with
+that seed, so the caller's RNG state is left as it was. The graph reads the parameters by
+address, so in-place weight updates are seen; a replaced parameter changes the key and
+the loop is captured again.
+"""
+from __future__ import annotations
+
+import time
+import weakref
+from dataclasses import dataclass
+
+import torch
+
+from . import Backend, SamplingJob, register_backend
+from ._step import draw_x_T, precision_context, reverse_step, step_tables
+
+_graphs: "weakref.WeakKeyDictionary[torch.nn.Module, dict]" = weakref.WeakKeyDictionary()
+capture_times: dict = {}  # cache key -> seconds spent warming up and capturing
+
+
+@dataclass
+class _CapturedLoop:
+    graph: "torch.cuda.CUDAGraph"
+    x_T: torch.Tensor  # [N, 2] static input
+    noise: torch.Tensor | None  # [T, N, 2] static input when noise is injected
+    result: torch.Tensor  # [N, 2] x_0, or [T+1, N, 2] trajectory
+
+
+def _loop(job: SamplingJob, x_T, noise, tables, timesteps):
+    x, states = x_T, [x_T]
+    for i in range(job.n_steps):
+        if noise is not None:
+            z = noise[i]
+        elif i == job.n_steps - 1 and not job.final_noise:
+            z = torch.zeros_like(x)
+        else:
+            z = torch.randn(job.shape, device=job.device)  # default generator: graph-safe
+        x = reverse_step(job.model, x, timesteps[i:i + 1], *tables, z)
+        states.append(x)
+    return torch.stack(states) if job.trajectory else x
+
+
+def _capture(job: SamplingJob) -> _CapturedLoop:
+    start = time.perf_counter()
+    tables = step_tables(job.betas, job.one_minus_alphas_bar_sqrt, job.final_noise)
+    timesteps = torch.arange(job.n_steps - 1, -1, -1, device=job.device)
+    x_T = torch.zeros(job.shape, device=job.device)
+    noise = None if job.noise is None else torch.zeros(job.n_steps, *job.shape, device=job.device)
+    side = torch.cuda.Stream(job.device)
+    side.wait_stream(torch.cuda.current_stream(job.device))
+    with torch.cuda.stream(side), precision_context(job.precision, job.device), torch.random.fork_rng([job.device]):
+        _loop(job, x_T, noise, tables, timesteps)  # warm-up: lazy inits stay out of the graph
+    torch.cuda.current_stream(job.device).wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph), precision_context(job.precision, job.device):
+        result = _loop(job, x_T, noise, tables, timesteps)
+    capture_times[_key(job)] = time.perf_counter() - start
+    return _CapturedLoop(graph, x_T, noise, result)
+
+
+def _key(job: SamplingJob) -> tuple:
+    return (job.shape[0], str(job.device), job.precision, job.noise is not None, job.trajectory,
+            job.final_noise, tuple(p.data_ptr() for p in job.model.parameters()))
+
+
+def _run(job: SamplingJob) -> torch.Tensor:
+    if job.generator is not None and job.seed is None and job.noise is None:
+        raise ValueError("backend 'cudagraph' draws its noise inside the graph and takes a seed, "
+                         "not a generator; pass seed= or inject noise=")
+    per_model = _graphs.setdefault(job.model, {})
+    key = _key(job)
+    if key not in per_model:
+        per_model[key] = _capture(job)
+    loop = per_model[key]
+    loop.x_T.copy_(draw_x_T(job))
+    if job.noise is not None:
+        loop.noise.copy_(job.noise)
+    if job.seed is None:
+        loop.graph.replay()
+    else:
+        with torch.random.fork_rng([job.device]):
+            torch.cuda.manual_seed(job.seed)
+            loop.graph.replay()
+    return loop.result.clone()  # the static output is overwritten by the next replay
+
+
+def _unavailable(device: torch.device):
+    if device.type != "cuda":
+        return "CUDA graphs need a CUDA device"
+    if not torch.cuda.is_available():
+        return "no CUDA GPU is available"
+    return None
+
+
+register_backend(Backend("cudagraph", _run, _unavailable, ("fp32", "tf32", "bf16"),
+                         "the whole loop captured once as a CUDA graph and replayed"))

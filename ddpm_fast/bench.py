@@ -1,0 +1,154 @@
+"""Throughput benchmark of the sampling backends: median and spread, against a measured ceiling.
+
+Library code: it returns dicts and strings; the CLI prints and writes them.
+"""
+from __future__ import annotations
+
+import platform
+import statistics
+import time
+
+import torch
+
+from .backends import available_backends
+from .sampling import sample
+
+
+def flops_per_point_step(hidden: int = 128) -> int:
+    """SPEC's cost model: 2 * (2H + 2H*H + 2H) FLOP (66,560 for H = 128)."""
+    return 2 * (2 * hidden + 2 * hidden * hidden + 2 * hidden)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_call(fn, device: torch.device, repeats: int, warmup: int) -> dict:
+    """Wall time of ``fn()`` with the device synchronized around each call.
+
+    The first call (compilation, capture, autotuning) is reported apart as
+    ``first_call_s``; then ``warmup`` untimed calls, then ``repeats`` timed ones.
+    """
+    _sync(device)
+    start = time.perf_counter()
+    fn()
+    _sync(device)
+    first = time.perf_counter() - start
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        _sync(device)
+        start = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - start)
+    quantiles = statistics.quantiles(times, n=5) if len(times) > 1 else [times[0]] * 4
+    return {"first_call_s": first, "median_s": statistics.median(times), "p20_s": quantiles[0],
+            "p80_s": quantiles[3], "repeats": repeats}
+
+
+def matmul_ceiling(device: torch.device, precision: str, size: int | None = None, repeats: int = 10) -> float:
+    """TFLOP/s of a large square matmul in ``precision``: the ceiling the samplers are held to."""
+    size = size or (8192 if device.type == "cuda" else 1024)
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+    saved = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
+    try:
+        stats = time_call(lambda: a @ b, device, repeats, warmup=2)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = saved
+    return 2 * size ** 3 / stats["median_s"] / 1e12
+
+
+def environment(device: torch.device) -> dict:
+    info = {"device": str(device), "torch": torch.__version__, "python": platform.python_version(),
+            "cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads()}
+    if device.type == "cuda":
+        info["device_name"] = torch.cuda.get_device_name(device)
+        info["cuda"] = torch.version.cuda
+    else:
+        info["device_name"] = "cpu"
+    try:
+        import triton
+        info["triton"] = triton.__version__
+    except ImportError:
+        info["triton"] = None
+    return info
+
+
+def run_benchmark(model, schedule, device, ns, backends, precisions=("fp32",), repeats: int = 10,
+                  warmup: int = 2, seed: int = 0) -> dict:
+    """Time ``sample`` for every backend x N x precision that can run here; skip the rest with the reason."""
+    device = torch.device(device)
+    status = available_backends(device)
+    hidden = model.linears[0].out_features if hasattr(model, "linears") else 128
+    flops_per_point = flops_per_point_step(hidden) * schedule.n_steps
+    ceilings = {p: matmul_ceiling(device, p) for p in precisions if p != "tf32" or device.type == "cuda"}
+    rows, skipped = [], []
+    for precision in precisions:
+        for n in ns:
+            for name in backends:
+                info = status.get(name)
+                if info is None or not info["available"] or precision not in info["precisions"]:
+                    why = "unknown backend" if info is None else (info["reason"] if not info["available"]
+                                                                  else f"no {precision}")
+                    skipped.append({"backend": name, "n": n, "precision": precision, "reason": why})
+                    continue
+                if precision not in ceilings:
+                    skipped.append({"backend": name, "n": n, "precision": precision,
+                                    "reason": f"{precision} needs CUDA"})
+                    continue
+                call = lambda: sample(model, n, schedule=schedule, seed=seed, backend=name,  # noqa: E731
+                                      precision=precision, device=device, chunk_size=None)
+                stats = time_call(call, device, repeats, warmup)
+                tflops = flops_per_point * n / stats["median_s"] / 1e12
+                rows.append({"backend": name, "n": n, "precision": precision, **stats,
+                             "point_steps_per_s": n * schedule.n_steps / stats["median_s"],
+                             "tflops": tflops, "ceiling_fraction": tflops / ceilings[precision]})
+    for row in rows:
+        base = next((r for r in rows if r["backend"] == "eager" and r["n"] == row["n"]
+                     and r["precision"] == "fp32"), None)
+        row["speedup_vs_eager"] = base["median_s"] / row["median_s"] if base else None
+    return {"environment": environment(device), "n_steps": schedule.n_steps,
+            "flops_per_point_step": flops_per_point_step(hidden),
+            "matmul_ceiling_tflops": ceilings, "rows": rows, "skipped": skipped}
+
+
+def format_table(result: dict) -> str:
+    env = result["environment"]
+    lines = [f"device {env['device_name']} | torch {env['torch']} | triton {env['triton']} | "
+             f"T = {result['n_steps']} | ceilings (TFLOP/s): "
+             + ", ".join(f"{p} {v:.2f}" for p, v in result["matmul_ceiling_tflops"].items()),
+             f"{'backend':<13}{'prec':<6}{'N':>9}{'median ms':>11}{'p20-p80 ms':>17}{'first s':>9}"
+             f"{'Mpt-step/s':>12}{'TFLOP/s':>9}{'ceil %':>8}{'vs eager':>9}"]
+    for r in result["rows"]:
+        speedup = f"{r['speedup_vs_eager']:.1f}x" if r["speedup_vs_eager"] else "-"
+        lines.append(f"{r['backend']:<13}{r['precision']:<6}{r['n']:>9}{r['median_s'] * 1e3:>11.2f}"
+                     f"{r['p20_s'] * 1e3:>8.2f}-{r['p80_s'] * 1e3:<8.2f}{r['first_call_s']:>9.2f}"
+                     f"{r['point_steps_per_s'] / 1e6:>12.2f}{r['tflops']:>9.3f}"
+                     f"{100 * r['ceiling_fraction']:>7.1f}%{speedup:>9}")
+    for s in result["skipped"]:
+        lines.append(f"skipped {s['backend']} {s['precision']} N={s['n']}: {s['reason']}")
+    return "\n".join(lines)
+
+
+def plot_throughput(result: dict, path) -> str:
+    from .plotting import plt, _save
+    fig, ax = plt.subplots(figsize=(6, 4))
+    keys = sorted({(r["backend"], r["precision"]) for r in result["rows"]})
+    for backend, precision in keys:
+        pts = sorted((r["n"], r["point_steps_per_s"]) for r in result["rows"]
+                     if r["backend"] == backend and r["precision"] == precision)
+        ax.plot(*zip(*pts), marker="o", label=f"{backend} ({precision})")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("N (points)")
+    ax.set_ylabel("point-steps per second")
+    ax.set_title(result["environment"]["device_name"])
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, path)

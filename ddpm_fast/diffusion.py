@@ -1,0 +1,150 @@
+"""Reference forward process, loss and sampler of the S-curve DDPM.
+
+These functions keep the original code's signatures and float32 operation order,
+so with the same RNG state they return the same bits. Ho et al., "Denoising
+Diffusion Probabilistic Models" (2020), https://arxiv.org/abs/2006.11239,
+Algorithms 1 and 2.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ._checks import (check_injected_noise, check_model_steps, check_points,
+                      check_same_device, check_timestep, check_timesteps)
+from .model import model_device
+from .schedule import Schedule
+
+
+def _as_timesteps(t, n_rows: int, device) -> torch.Tensor:
+    if isinstance(t, int) and not isinstance(t, bool):
+        return torch.full((n_rows,), t, dtype=torch.long, device=device)
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"t must be an int or an integer tensor, got {type(t).__name__}")
+    return t
+
+
+def q_sample(x_0: torch.Tensor, t, schedule: Schedule, noise: torch.Tensor | None = None,
+             generator: torch.Generator | None = None) -> torch.Tensor:
+    """Draw x_t ~ q(x_t | x_0): ``alphas_bar_sqrt[t] * x_0 + one_minus_alphas_bar_sqrt[t] * eps``.
+
+    ``t`` is an int (all rows) or an integer tensor [N] or [1]. ``noise`` is eps [N, 2];
+    drawn from N(0, I) when omitted.
+    """
+    check_points(x_0, "x_0")
+    t = _as_timesteps(t, x_0.shape[0], x_0.device)
+    check_timesteps(t, x_0.shape[0], schedule.n_steps)
+    if noise is None:
+        noise = torch.randn(x_0.shape, generator=generator, dtype=x_0.dtype, device=x_0.device)
+    elif noise.shape != x_0.shape:
+        raise ValueError(f"noise must have the shape of x_0 {list(x_0.shape)}, got {list(noise.shape)}")
+    check_same_device(x_0=x_0, t=t, noise=noise, schedule=schedule.betas)
+    alphas_t = schedule.alphas_bar_sqrt[t].unsqueeze(-1)  # [N, 1]
+    alphas_1_m_t = schedule.one_minus_alphas_bar_sqrt[t].unsqueeze(-1)  # [N, 1]
+    return alphas_t * x_0 + alphas_1_m_t * noise  # [N, 2]
+
+
+def antithetic_timesteps(batch_size: int, n_steps: int, device=None,
+                         generator: torch.Generator | None = None) -> torch.Tensor:
+    """``cat([t, T-1-t])`` with t uniform in [0, T): halves the variance of the loss estimate.
+
+    For an odd batch, ``(B+1)//2`` steps are drawn and the last antithetic partner is
+    dropped, so the batch is covered and every row still has a uniform timestep. An
+    even batch draws exactly what the original code draws.
+    """
+    half = torch.randint(0, n_steps, size=((batch_size + 1) // 2,), generator=generator, device=device)
+    return torch.cat([half, n_steps - 1 - half], dim=0)[:batch_size]
+
+
+def diffusion_loss(model: nn.Module, x_0: torch.Tensor, schedule: Schedule,
+                   generator: torch.Generator | None = None) -> torch.Tensor:
+    """The simple DDPM loss ``mean((eps - model(x_t, t))^2)`` with antithetic timesteps.
+
+    Draws t and then eps in the original code's order, so the same global RNG state
+    gives the same loss.
+    """
+    check_points(x_0, "x_0")
+    check_model_steps(model, schedule.n_steps)
+    t = antithetic_timesteps(x_0.shape[0], schedule.n_steps, x_0.device, generator)
+    t = t.unsqueeze(-1)  # [B, 1]
+    a = schedule.alphas_bar_sqrt[t]  # [B, 1]
+    aml = schedule.one_minus_alphas_bar_sqrt[t]  # [B, 1]
+    e = torch.randn(x_0.shape, generator=generator, dtype=x_0.dtype, device=x_0.device)
+    x = x_0 * a + e * aml  # [B, 2]
+    output = model(x, t.squeeze(-1))  # [B, 2]
+    return (e - output).square().mean()
+
+
+def p_sample(model: nn.Module, x: torch.Tensor, t: int, betas: torch.Tensor,
+             one_minus_alphas_bar_sqrt: torch.Tensor, *, noise: torch.Tensor | None = None,
+             final_noise: bool = True, generator: torch.Generator | None = None) -> torch.Tensor:
+    """One reverse step x_t -> x_{t-1}, the original's float32 operations in their order.
+
+    ``noise`` is the z for this step ([N, 2]); drawn when omitted. At t = 0 no noise
+    is added when ``final_noise=False`` (DDPM's Algorithm 2), and none is drawn.
+    """
+    check_points(x)
+    check_timestep(t, betas.shape[0])
+    return _p_sample(model, x, t, betas, one_minus_alphas_bar_sqrt, noise, final_noise, generator)
+
+
+def _p_sample(model, x, t, betas, one_minus_alphas_bar_sqrt, noise, final_noise, generator):
+    # [1], broadcast over the rows; a fill, not a host-to-device copy, so no sync
+    t_index = torch.full((1,), t, dtype=torch.long, device=x.device)
+    coeff = betas[t_index] / one_minus_alphas_bar_sqrt[t_index]
+    eps_theta = model(x, t_index)  # [N, 2]
+    mean = (1 / (1 - betas[t_index]).sqrt()) * (x - (coeff * eps_theta))
+    if t == 0 and not final_noise:
+        return mean
+    if noise is None:
+        noise = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+    sigma_t = betas[t_index].sqrt()
+    return mean + sigma_t * noise
+
+
+def p_sample_loop(model: nn.Module, shape, n_steps: int, betas: torch.Tensor,
+                  one_minus_alphas_bar_sqrt: torch.Tensor, *, x_T: torch.Tensor | None = None,
+                  noise: torch.Tensor | None = None, final_noise: bool = True,
+                  generator: torch.Generator | None = None, backend: str = "eager",
+                  precision: str = "fp32") -> list[torch.Tensor]:
+    """The reverse process from x_T ~ N(0, I) to x_0; returns ``[x_T, x_{T-1}, ..., x_0]``.
+
+    With no ``x_T``/``noise``/``generator`` it draws from the global RNG in the original
+    order (x_T, then z for t = T-1, ..., 0), so a seeded run matches the original code.
+    ``noise[i]`` is the z of loop iteration i, timestep T-1-i. ``backend`` picks the
+    implementation (see ``ddpm_fast.available_backends``); all but ``eager`` return the
+    same list computed by a fast path.
+    """
+    shape = tuple(shape)
+    if len(shape) != 2 or shape[1] != 2:
+        raise ValueError(f"shape must be (N, 2), got {shape}")
+    if betas.shape != (n_steps,) or one_minus_alphas_bar_sqrt.shape != (n_steps,):
+        raise ValueError(f"betas and one_minus_alphas_bar_sqrt must have shape [{n_steps}], got "
+                         f"{list(betas.shape)} and {list(one_minus_alphas_bar_sqrt.shape)}")
+    check_model_steps(model, n_steps)
+    check_injected_noise(x_T, noise, shape, n_steps)
+    if backend != "eager":
+        from .sampling import run_backend
+        trajectory = run_backend(backend, model, betas, one_minus_alphas_bar_sqrt, shape,
+                                 x_T=x_T, noise=noise, final_noise=final_noise,
+                                 generator=generator, precision=precision, trajectory=True)
+        return list(trajectory.unbind(0))
+    return eager_loop(model, shape, betas, one_minus_alphas_bar_sqrt, x_T, noise, final_noise,
+                      generator, keep=True)
+
+
+def eager_loop(model, shape, betas, one_minus_alphas_bar_sqrt, x_T, noise, final_noise,
+               generator, keep: bool):
+    """The reference loop. Returns the list of T+1 states when ``keep``, else x_0 alone."""
+    n_steps = betas.shape[0]
+    device = x_T.device if x_T is not None else (model_device(model) or betas.device)
+    cur_x = x_T if x_T is not None else torch.randn(shape, generator=generator, device=device)
+    check_same_device(x=cur_x, betas=betas, one_minus_alphas_bar_sqrt=one_minus_alphas_bar_sqrt,
+                      noise=noise)
+    x_seq = [cur_x]
+    for i, t in enumerate(reversed(range(n_steps))):
+        z = None if noise is None else noise[i]
+        cur_x = _p_sample(model, cur_x, t, betas, one_minus_alphas_bar_sqrt, z, final_noise, generator)
+        if keep:
+            x_seq.append(cur_x)
+    return x_seq if keep else cur_x

@@ -1,0 +1,58 @@
+"""The S-curve DDPM noise predictor: an MLP with additive per-layer step embeddings.
+
+Layout (module names and order) is the original code's, so its state dicts load
+unchanged: ``linears.{0,2,4,6}`` are the Linear layers, ``linears.{1,3,5}`` the ReLUs,
+``step_embeddings.{0,1,2}`` the embedding tables. Ho et al., "Denoising Diffusion
+Probabilistic Models" (2020), https://arxiv.org/abs/2006.11239.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    n_steps: int = 100
+    num_units: int = 128
+
+
+class MLPDiffusion(nn.Module):
+    def __init__(self, n_steps: int, num_units: int = 128):
+        super().__init__()
+        self.config = ModelConfig(n_steps=n_steps, num_units=num_units)
+        self.linears = nn.ModuleList([
+            nn.Linear(2, num_units), nn.ReLU(),
+            nn.Linear(num_units, num_units), nn.ReLU(),
+            nn.Linear(num_units, num_units), nn.ReLU(),
+            nn.Linear(num_units, 2),
+        ])
+        self.step_embeddings = nn.ModuleList([
+            nn.Embedding(n_steps, num_units),
+            nn.Embedding(n_steps, num_units),
+            nn.Embedding(n_steps, num_units),
+        ])
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        # x: [N, 2], t: [N] or [1] integer timesteps -> predicted noise [N, 2]
+        for idx, embedding_layer in enumerate(self.step_embeddings):
+            t_embedding = embedding_layer(t)  # [N or 1, H]
+            x = self.linears[2 * idx](x)  # [N, H]
+            x = x + t_embedding  # after the Linear, before the ReLU
+            x = self.linears[2 * idx + 1](x)
+        return self.linears[-1](x)  # [N, 2]
+
+
+def model_n_steps(model: nn.Module) -> int | None:
+    """The number of timesteps a model's embedding tables hold, or None if it has none."""
+    embeddings = getattr(model, "step_embeddings", None)
+    if embeddings is None or len(embeddings) == 0:
+        return None
+    return int(embeddings[0].num_embeddings)
+
+
+def model_device(model: nn.Module) -> torch.device | None:
+    param = next(iter(model.parameters()), None)
+    return None if param is None else param.device

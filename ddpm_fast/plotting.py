@@ -1,0 +1,91 @@
+"""The original's pictures: dataset, q(x_t) grid, reverse trajectory; plus loss curve and a GIF.
+
+Each function draws with matplotlib's Agg backend, writes ``path`` and returns it.
+"""
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+from matplotlib.animation import FuncAnimation, PillowWriter  # noqa: E402
+
+from .diffusion import q_sample  # noqa: E402
+from .schedule import Schedule  # noqa: E402
+
+_DOT = dict(color="tab:red", edgecolor="white", s=5)
+
+
+def _scatter(ax, points: torch.Tensor, title: str | None = None) -> None:
+    points = points.detach().cpu()
+    ax.scatter(points[:, 0], points[:, 1], **_DOT)
+    ax.set_axis_off()
+    if title:
+        ax.set_title(title)
+
+
+def _save(fig, path):
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def plot_dataset(points: torch.Tensor, path):
+    fig, ax = plt.subplots(figsize=(4, 4))
+    _scatter(ax, points, "dataset")
+    return _save(fig, path)
+
+
+def plot_q_grid(points: torch.Tensor, schedule: Schedule, path, seed: int = 0):
+    """q(x_t) for t = 0, 5, ..., 95: 20 panels in 2 rows of 10 (for T = 100)."""
+    gen = torch.Generator().manual_seed(seed)
+    steps = list(range(0, schedule.n_steps, max(1, schedule.n_steps // 20)))[:20]
+    fig, axs = plt.subplots(2, 10, figsize=(28, 3))
+    for ax, t in zip(axs.flat, steps):
+        _scatter(ax, q_sample(points, t, schedule, generator=gen), f"$q(x_{{{t}}})$")
+    for ax in list(axs.flat)[len(steps):]:
+        ax.set_axis_off()
+    return _save(fig, path)
+
+
+def plot_trajectory(states: torch.Tensor, path, labels=None):
+    """Panels of reverse-process states, e.g. [10, N, 2] for x_seq[10], x_seq[20], ..., x_seq[100]."""
+    fig, axs = plt.subplots(1, states.shape[0], figsize=(2.8 * states.shape[0], 3), squeeze=False)
+    labels = labels or [f"x_seq[{10 * (i + 1)}]" for i in range(states.shape[0])]
+    for ax, state, label in zip(axs[0], states, labels):
+        _scatter(ax, state, label)
+    return _save(fig, path)
+
+
+def plot_loss(losses, path):
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(range(1, len(losses) + 1), losses)
+    ax.set_yscale("log")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("mean training loss")
+    ax.grid(True, alpha=0.3)
+    return _save(fig, path)
+
+
+def animate_reverse(trajectory: torch.Tensor, path, frames: int = 26, fps: int = 8):
+    """A GIF of the reverse process; ``trajectory`` is [T+1, N, 2] from x_T to x_0."""
+    idx = torch.linspace(0, trajectory.shape[0] - 1, frames).round().long().tolist()
+    fig, ax = plt.subplots(figsize=(4, 4))
+    final = trajectory[-1].cpu()
+    pad = 0.5 * (final.max(0).values - final.min(0).values)
+    lo, hi = final.min(0).values - pad, final.max(0).values + pad
+    dots = ax.scatter(*trajectory[idx[0]].cpu().T, **_DOT)
+    ax.set_xlim(lo[0], hi[0])
+    ax.set_ylim(lo[1], hi[1])
+    ax.set_axis_off()
+    steps_total = trajectory.shape[0] - 1
+
+    def draw(k):
+        dots.set_offsets(trajectory[idx[k]].cpu().numpy())
+        ax.set_title(f"t = {steps_total - idx[k]}")
+        return (dots,)
+
+    FuncAnimation(fig, draw, frames=len(idx), blit=False).save(path, writer=PillowWriter(fps=fps))
+    plt.close(fig)
+    return path

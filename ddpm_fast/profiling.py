@@ -1,0 +1,32 @@
+"""``ddpm-fast profile``: a torch.profiler trace of one sampling call and its top kernels."""
+from __future__ import annotations
+
+import torch
+from torch.profiler import ProfilerActivity, profile, record_function
+
+from .sampling import sample
+
+
+def profile_sampler(model, schedule, backend: str, n: int, device, precision: str, trace_path: str,
+                    rows: int = 15):
+    """Profile one ``sample`` call after a warm-up call; returns (table, trace_path).
+
+    On CUDA the call sits in an NVTX range (``ddpm-fast/<backend>``) and every op emits
+    its own NVTX range, for Nsight Systems.
+    """
+    device = torch.device(device)
+    call = lambda: sample(model, n, schedule=schedule, seed=0, backend=backend,  # noqa: E731
+                          precision=precision, device=device)
+    call()  # compilation, capture and autotuning stay out of the profile
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        with record_function(f"sample[{backend}]"):
+            if device.type == "cuda":
+                with torch.autograd.profiler.emit_nvtx(), torch.cuda.nvtx.range(f"ddpm-fast/{backend}"):
+                    call()
+                torch.cuda.synchronize(device)
+            else:
+                call()
+    prof.export_chrome_trace(trace_path)
+    sort_by = "device_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    return prof.key_averages().table(sort_by=sort_by, row_limit=rows), trace_path

@@ -1,0 +1,83 @@
+"""``sample``: final points from any backend, in O(N) memory, chunked for very large N."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from ._checks import check_injected_noise, check_model_steps, check_same_device
+from .backends import SamplingJob, resolve_backend
+from .model import model_device, model_n_steps
+from .schedule import Schedule, make_schedule
+
+DEFAULT_CHUNK = 1 << 20  # rows per chunk: bounds eager's [chunk, 128] activations to 512 MB
+
+
+def run_backend(backend: str, model: nn.Module, betas: torch.Tensor,
+                one_minus_alphas_bar_sqrt: torch.Tensor, shape, *, x_T=None, noise=None,
+                final_noise=True, generator=None, seed=None, precision="fp32",
+                trajectory=False, row_offset=0) -> torch.Tensor:
+    """Run one backend on already-checked inputs; x_0 [N, 2] or trajectory [T+1, N, 2]."""
+    device = betas.device
+    chosen = resolve_backend(backend, device, precision)
+    job = SamplingJob(model=model, betas=betas, one_minus_alphas_bar_sqrt=one_minus_alphas_bar_sqrt,
+                      shape=tuple(shape), device=device, x_T=x_T, noise=noise, final_noise=final_noise,
+                      generator=generator, seed=seed, precision=precision, trajectory=trajectory,
+                      row_offset=row_offset)
+    if shape[0] == 0:
+        empty = torch.empty(tuple(shape), device=device)
+        return empty.expand(betas.shape[0] + 1, *shape) if trajectory else empty
+    with torch.no_grad():
+        return chosen.run(job)
+
+
+def _resolve_device(model: nn.Module, device) -> torch.device:
+    params_on = model_device(model)
+    if device is None:
+        return params_on or torch.device("cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    if params_on is not None and params_on != device:
+        raise ValueError(f"the model is on {params_on} but device={device} was asked for; "
+                         f"move the model with model.to({str(device)!r})")
+    return device
+
+
+def sample(model: nn.Module, n: int, *, schedule: Schedule | None = None, x_T=None, noise=None,
+           seed: int | None = None, final_noise: bool = True, backend: str = "auto",
+           precision: str = "fp32", device=None, generator: torch.Generator | None = None,
+           chunk_size: int | None = DEFAULT_CHUNK, progress: bool = False) -> torch.Tensor:
+    """Draw ``n`` points x_0 ~ p_θ, returning only them: [n, 2] float32.
+
+    ``x_T`` ([n, 2]) and ``noise`` ([T, n, 2]) inject the randomness (SPEC's convention),
+    which is how every backend reproduces the reference's numbers; otherwise each backend
+    draws its own, from ``seed`` when given (the fast ones do not reproduce
+    ``torch.randn``'s stream; see README). Rows are processed ``chunk_size`` at a time.
+    """
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise ValueError(f"n must be a non-negative integer, got {n!r}")
+    device = _resolve_device(model, device)
+    if schedule is None:
+        schedule = make_schedule(model_n_steps(model) or 100)
+    schedule = schedule.to(device)
+    check_model_steps(model, schedule.n_steps)
+    check_injected_noise(x_T, noise, (n, 2), schedule.n_steps)
+    check_same_device(schedule=schedule.betas, x_T=x_T, noise=noise)
+    if generator is not None and seed is not None:
+        raise ValueError("pass either seed or generator, not both")
+    if generator is None and seed is not None:
+        generator = torch.Generator(device).manual_seed(seed)
+
+    chunk = n if not chunk_size or n <= chunk_size else chunk_size
+    starts = range(0, n, chunk) if n else [0]
+    parts = []
+    for lo in tqdm(starts, desc="sample", unit="chunk", disable=not progress or len(starts) < 2):
+        hi = min(lo + chunk, n)
+        parts.append(run_backend(
+            backend, model, schedule.betas, schedule.one_minus_alphas_bar_sqrt, (hi - lo, 2),
+            x_T=None if x_T is None else x_T[lo:hi],
+            noise=None if noise is None else noise[:, lo:hi],
+            final_noise=final_noise, generator=generator, seed=seed, precision=precision,
+            row_offset=lo))
+    return parts[0] if len(parts) == 1 else torch.cat(parts)

@@ -1,0 +1,60 @@
+"""Where the Triton kernels can run, and the checks every launcher shares."""
+from __future__ import annotations
+
+import os
+
+import torch
+
+# Read once, like triton itself: @triton.jit looks at TRITON_INTERPRET when the kernel
+# modules are imported, so setting it later does not make CPU launches possible.
+INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+# Rows per program. On a GPU, 64 rows keep a [64, 128] float32 activation block in
+# registers with 4 warps. The interpreter pays per program, not per row, so it gets
+# fewer, larger blocks; the noise is keyed by row, so results do not depend on this.
+DEFAULT_BLOCK_M = 256 if INTERPRET else 64
+DEFAULT_NUM_WARPS = 4
+
+
+def triton_unavailable_reason(device: torch.device) -> str | None:
+    """None when the kernels can run on ``device``, else why not."""
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return "triton is not installed (pip install triton)"
+    if device.type == "cuda":
+        return None if torch.cuda.is_available() else "no CUDA GPU is available"
+    if device.type == "cpu":
+        return None if INTERPRET else ("Triton kernels run on CPU tensors only in the interpreter: "
+                                       "set TRITON_INTERPRET=1 before triton is imported")
+    return f"Triton kernels do not run on {device.type} tensors"
+
+
+def check_launch(device: torch.device, **tensors) -> None:
+    """Raise if the kernels cannot run on ``device`` or a tensor is elsewhere."""
+    reason = triton_unavailable_reason(device)
+    if reason is not None:
+        raise RuntimeError(reason)
+    for name, tensor in tensors.items():
+        if tensor is not None and tensor.device != device:
+            raise ValueError(f"{name} is on {tensor.device} but the kernel runs on {device}")
+
+
+def as_float32_rows(x: torch.Tensor, name: str, n_rows: int | None = None) -> torch.Tensor:
+    """A contiguous float32 [N, 2] tensor (copied only if it is not one already)."""
+    if x.dim() != 2 or x.shape[1] != 2 or (n_rows is not None and x.shape[0] != n_rows):
+        want = f"[{n_rows}, 2]" if n_rows is not None else "[N, 2]"
+        raise ValueError(f"{name} must have shape {want}, got {list(x.shape)}")
+    if x.dtype != torch.float32:
+        raise TypeError(f"{name} must be float32 for the Triton kernels, got {x.dtype}")
+    return x.contiguous()
+
+
+def seed_tensor(seed, device) -> torch.Tensor:
+    """The seed as a [1] int64 device tensor; a fresh one from torch's RNG when None."""
+    if isinstance(seed, torch.Tensor):
+        if seed.numel() != 1 or seed.dtype != torch.int64:
+            raise ValueError(f"a seed tensor must be one int64 element, got {seed.dtype} {list(seed.shape)}")
+        return seed.reshape(1)
+    if seed is None:
+        return torch.randint(0, 2**62, (1,), device=device)
+    return torch.full((1,), int(seed), dtype=torch.int64, device=device)  # a fill: no host-to-device copy

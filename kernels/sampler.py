@@ -1,0 +1,76 @@
+"""All T reverse steps in one launch: each program keeps its points on chip for the whole trajectory."""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from ._common import _mlp_eps, _reverse_update, _step_noise
+from ._runtime import DEFAULT_BLOCK_M, DEFAULT_NUM_WARPS, as_float32_rows, check_launch, seed_tensor
+from .pack import MLPPack
+
+
+@triton.jit
+def _sampler_kernel(x_ptr,  # [N, 2] float32, x_T
+                    out_ptr,  # [N, 2] float32, x_0
+                    traj_ptr,  # [T // KEEP_EVERY + 1, N, 2] float32 when KEEP_EVERY > 0
+                    noise_ptr,  # [T, N, 2] float32 when NOISE_GIVEN; noise[i] is the z at t = T-1-i
+                    seed_ptr,  # [1] int64, key of the drawn z
+                    coeff_ptr, inv_sqrt_alphas_ptr, sigma_ptr,  # [T] float32 step tables
+                    w1_ptr, emb_ptr, w2_ptr, w3_ptr, w4_ptr, b4_ptr,  # the MLPPack
+                    N, T, row_offset,
+                    H: tl.constexpr, DOT: tl.constexpr, NOISE_GIVEN: tl.constexpr,
+                    KEEP_EVERY: tl.constexpr, BLOCK_M: tl.constexpr):
+    rows = tl.program_id(0).to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
+    mask = rows < N
+    seed = tl.load(seed_ptr)
+    x0 = tl.load(x_ptr + rows * 2, mask=mask, other=0.0)
+    x1 = tl.load(x_ptr + rows * 2 + 1, mask=mask, other=0.0)
+    if KEEP_EVERY > 0:
+        tl.store(traj_ptr + rows * 2, x0, mask=mask)
+        tl.store(traj_ptr + rows * 2 + 1, x1, mask=mask)
+    for i in range(0, T):
+        t = T - 1 - i
+        eps0, eps1 = _mlp_eps(x0, x1, t * H, w1_ptr, emb_ptr, w2_ptr, w3_ptr, w4_ptr, b4_ptr, T, H, DOT)
+        z0, z1 = _step_noise(noise_ptr, i, N, rows, mask, seed, t, row_offset, NOISE_GIVEN)
+        x0 = _reverse_update(x0, eps0, z0, t, coeff_ptr, inv_sqrt_alphas_ptr, sigma_ptr)
+        x1 = _reverse_update(x1, eps1, z1, t, coeff_ptr, inv_sqrt_alphas_ptr, sigma_ptr)
+        if KEEP_EVERY > 0:
+            if (i + 1) % KEEP_EVERY == 0:
+                state = traj_ptr + (tl.cast((i + 1) // KEEP_EVERY, tl.int64) * N + rows) * 2  # int64
+                tl.store(state, x0, mask=mask)
+                tl.store(state + 1, x1, mask=mask)
+    tl.store(out_ptr + rows * 2, x0, mask=mask)
+    tl.store(out_ptr + rows * 2 + 1, x1, mask=mask)
+
+
+def sample_fused(pack: MLPPack, x_T: torch.Tensor, tables, *, noise: torch.Tensor | None = None,
+                 seed: torch.Tensor | int | None = None, keep_every: int = 0, row_offset: int = 0,
+                 out: torch.Tensor | None = None, block_m: int = DEFAULT_BLOCK_M, num_warps: int = DEFAULT_NUM_WARPS):
+    """Run the whole reverse process from x_T [N, 2] in one launch.
+
+    Returns x_0 [N, 2], and with ``keep_every = k > 0`` also the trajectory
+    [T // k + 1, N, 2] of the states after 0, k, 2k, ... steps (x_T first). ``tables`` is
+    ``(coeff, inv_sqrt_alphas, sigma)``; ``noise`` [T, N, 2] is injected, or None to draw
+    z in the kernel keyed by (seed, t, global row). No host sync.
+    """
+    coeff, inv_sqrt_alphas, sigma = tables
+    device = x_T.device
+    check_launch(device, weights=pack.emb, coeff=coeff, noise=noise)
+    x_T = as_float32_rows(x_T, "x_T")
+    n, n_steps = x_T.shape[0], pack.n_steps
+    if coeff.shape != (n_steps,):
+        raise ValueError(f"the step tables must have shape [{n_steps}], got {list(coeff.shape)}")
+    if noise is not None and (tuple(noise.shape) != (n_steps, n, 2) or noise.dtype != torch.float32):
+        raise ValueError(f"noise must be float32 [{n_steps}, {n}, 2], got {noise.dtype} {list(noise.shape)}")
+    if keep_every < 0:
+        raise ValueError(f"keep_every must be >= 0, got {keep_every}")
+    out = torch.empty_like(x_T) if out is None else out
+    traj = torch.empty(n_steps // keep_every + 1, n, 2, device=device) if keep_every else out
+    if n:
+        _sampler_kernel[(triton.cdiv(n, block_m),)](
+            x_T, out, traj, noise.contiguous() if noise is not None else x_T, seed_tensor(seed, device),
+            coeff, inv_sqrt_alphas, sigma, *pack.pointers(), n, n_steps, row_offset,
+            H=pack.hidden, DOT=pack.dot_mode, NOISE_GIVEN=noise is not None, KEEP_EVERY=keep_every,
+            BLOCK_M=block_m, num_warps=num_warps)
+    return (out, traj) if keep_every else out

@@ -1,0 +1,121 @@
+"""The registry, dispatch, the drop-in call, and parity of every CPU-runnable backend with the reference."""
+import warnings
+
+import pytest
+import torch
+
+import ddpm_fast as D
+from ddpm_fast.backends import available_backends, backend_names
+from helpers import assert_close, precisions_for, reference_trajectory_f64
+from original_code import OriginalMLPDiffusion, original_schedule
+
+BACKENDS = ["eager", "compile", "cudagraph", "triton-step", "triton-fused"]
+
+
+def runnable(backend, device):
+    if backend == "cudagraph" and device.type != "cuda":
+        pytest.skip("cudagraph needs CUDA")
+
+
+@pytest.fixture(scope="module")
+def model(device):
+    torch.manual_seed(0)
+    return D.MLPDiffusion(100).to(device)
+
+
+def test_registry_lists_and_reports(device):
+    assert set(backend_names()) == {"auto", "eager", "compile", "cudagraph", "triton-step", "triton-fused"}
+    report = available_backends("cpu")
+    assert report["eager"]["available"] and report["eager"]["reason"] == "ok"
+    assert not report["cudagraph"]["available"] and "CUDA" in report["cudagraph"]["reason"]
+    # the tests run Triton in the interpreter on CPU, compiled on CUDA
+    assert available_backends(device)["triton-fused"]["available"]
+
+
+def test_auto_on_cpu_is_eager_without_warning():
+    model = D.MLPDiffusion(100)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        a = D.sample(model, 5, seed=1)
+    b = D.sample(model, 5, seed=1, backend="eager")
+    assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("n", [1, 7, 257])  # 1000 and 4097: tests/kernels and tests/test_gpu.py
+@pytest.mark.parametrize("final_noise", [True, False])
+def test_injected_noise_parity(device, model, backend, n, final_noise):
+    runnable(backend, device)
+    sched = D.make_schedule().to(device)
+    x_T, noise = torch.randn(n, 2, device=device), torch.randn(100, n, 2, device=device)
+    expected = reference_trajectory_f64(model, sched, x_T, noise, final_noise)[-1]
+    for precision in precisions_for(device) if backend != "eager" else ("fp32",):
+        out = D.sample(model, n, schedule=sched, x_T=x_T, noise=noise, backend=backend, final_noise=final_noise,
+                       precision=precision)
+        assert out.shape == (n, 2) and out.device == device
+        assert_close(out, expected, precision)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_drop_in_with_original_module_and_tables(device, backend):
+    """A user's own original-code module and tables go straight into p_sample_loop."""
+    runnable(backend, device)
+    torch.manual_seed(4)
+    original = OriginalMLPDiffusion(100).to(device)
+    tables = {k: v.to(device) for k, v in original_schedule(100).items()}
+    x_T, noise = torch.randn(7, 2, device=device), torch.randn(100, 7, 2, device=device)
+    states = D.p_sample_loop(original, (7, 2), 100, tables["betas"], tables["one_minus_alphas_bar_sqrt"],
+                             x_T=x_T, noise=noise, backend=backend)
+    assert isinstance(states, list) and len(states) == 101
+    expected = reference_trajectory_f64(original, D.make_schedule(), x_T, noise)
+    assert_close(torch.stack(states), expected, "fp32")
+
+
+def test_compile_seeded_uses_the_eager_stream(model):
+    a = D.sample(model, 33, seed=9, backend="compile")
+    b = D.sample(model, 33, seed=9, backend="eager")
+    assert_close(a, b, "fp32")
+
+
+def test_compile_no_recompiles_no_graph_breaks(model):
+    import torch._dynamo as dynamo
+    from ddpm_fast.backends import compiled
+    fresh = D.MLPDiffusion(100).to(model.linears[0].weight.device)  # its own compiled step
+    with dynamo.config.patch(error_on_recompile=True):
+        D.sample(fresh, 16, seed=0, backend="compile")  # 100 steps, one graph; fullgraph=True forbids breaks
+        D.sample(fresh, 16, seed=1, backend="compile", final_noise=False)
+    assert ("default", "fp32", str(fresh.linears[0].weight.device), 16) in compiled.compile_times
+
+
+def test_compile_modes(model):
+    from ddpm_fast.backends import compiled
+    with pytest.raises(ValueError, match="unknown compile mode 'fast'; known modes: default, reduce-overhead"):
+        compiled.set_compile_mode("fast")
+
+
+def test_seeded_samples_are_reproducible(device, model):
+    for backend in ("eager", "triton-fused"):
+        a = D.sample(model, 9, seed=3, backend=backend)
+        b = D.sample(model, 9, seed=3, backend=backend)
+        c = D.sample(model, 9, seed=4, backend=backend)
+        assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_chunked_sampling_equals_unchunked_with_injected_noise(device, model):
+    x_T, noise = torch.randn(10, 2, device=device), torch.randn(100, 10, 2, device=device)
+    whole = D.sample(model, 10, x_T=x_T, noise=noise, backend="eager")
+    chunked = D.sample(model, 10, x_T=x_T, noise=noise, backend="eager", chunk_size=3)
+    assert_close(chunked, whole, "fp32")  # not bitwise: BLAS blocks a 3-row matmul differently
+
+
+def test_chunked_triton_noise_is_keyed_by_global_row(device, model):
+    """Chunks pass their row offset, so the in-kernel noise is the same as in one piece."""
+    x_T = torch.randn(10, 2, device=device)
+    whole = D.sample(model, 10, x_T=x_T, seed=5, backend="triton-fused")
+    chunked = D.sample(model, 10, x_T=x_T, seed=5, backend="triton-fused", chunk_size=4)
+    assert_close(chunked, whole, "fp32")
+
+
+def test_generator_and_seed_are_exclusive(model):
+    with pytest.raises(ValueError, match="either seed or generator"):
+        D.sample(model, 3, seed=1, generator=torch.Generator(), backend="eager")
