@@ -51,7 +51,7 @@ def time_call(fn, device: torch.device, repeats: int, warmup: int) -> dict:
 
 def matmul_ceiling(device: torch.device, precision: str, size: int | None = None, repeats: int = 10) -> float:
     """TFLOP/s of a large square matmul in ``precision``: the ceiling the samplers are held to."""
-    size = size or (8192 if device.type == "cuda" else 1024)
+    size = size or (8192 if device.type == "cuda" else 2048)
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     a = torch.randn(size, size, device=device, dtype=dtype)
     b = torch.randn(size, size, device=device, dtype=dtype)
@@ -81,41 +81,64 @@ def environment(device: torch.device) -> dict:
 
 
 def run_benchmark(model, schedule, device, ns, backends, precisions=("fp32",), repeats: int = 10,
-                  warmup: int = 2, seed: int = 0) -> dict:
-    """Time ``sample`` for every backend x N x precision that can run here; skip the rest with the reason."""
+                  warmup: int = 2, seed: int = 0, on_update=None) -> dict:
+    """Time ``sample`` for every N x precision x backend that can run here.
+
+    What cannot run is skipped with the reason; a combination that raises is recorded with
+    its error under ``failed`` and the sweep goes on. ``on_update(result)`` is called after
+    each combination, so a caller can save partial results of a long sweep.
+    """
     device = torch.device(device)
     status = available_backends(device)
     hidden = model.linears[0].out_features if hasattr(model, "linears") else 128
     flops_per_point = flops_per_point_step(hidden) * schedule.n_steps
-    ceilings = {p: matmul_ceiling(device, p) for p in precisions if p != "tf32" or device.type == "cuda"}
-    rows, skipped = [], []
-    for precision in precisions:
-        for n in ns:
+    result = {"environment": environment(device), "n_steps": schedule.n_steps,
+              "flops_per_point_step": flops_per_point_step(hidden),
+              "matmul_ceiling_tflops": {p: matmul_ceiling(device, p) for p in precisions
+                                        if p != "tf32" or device.type == "cuda"},
+              "rows": [], "skipped": [], "failed": []}
+    for n in ns:
+        for precision in precisions:
             for name in backends:
-                info = status.get(name)
-                if info is None or not info["available"] or precision not in info["precisions"]:
-                    why = "unknown backend" if info is None else (info["reason"] if not info["available"]
-                                                                  else f"no {precision}")
-                    skipped.append({"backend": name, "n": n, "precision": precision, "reason": why})
-                    continue
-                if precision not in ceilings:
-                    skipped.append({"backend": name, "n": n, "precision": precision,
-                                    "reason": f"{precision} needs CUDA"})
+                case = {"backend": name, "n": n, "precision": precision}
+                reason = _cannot_run(status.get(name), precision, result["matmul_ceiling_tflops"])
+                if reason:
+                    result["skipped"].append({**case, "reason": reason})
                     continue
                 call = lambda: sample(model, n, schedule=schedule, seed=seed, backend=name,  # noqa: E731
                                       precision=precision, device=device, chunk_size=None)
-                stats = time_call(call, device, repeats, warmup)
+                try:
+                    stats = time_call(call, device, repeats, warmup)
+                except Exception as err:  # recorded and reported, never counted as a result
+                    result["failed"].append({**case, "error": f"{type(err).__name__}: {err}"[:500]})
+                    continue
                 tflops = flops_per_point * n / stats["median_s"] / 1e12
-                rows.append({"backend": name, "n": n, "precision": precision, **stats,
-                             "point_steps_per_s": n * schedule.n_steps / stats["median_s"],
-                             "tflops": tflops, "ceiling_fraction": tflops / ceilings[precision]})
+                result["rows"].append({**case, **stats, "point_steps_per_s": n * schedule.n_steps / stats["median_s"],
+                                       "tflops": tflops,
+                                       "ceiling_fraction": tflops / result["matmul_ceiling_tflops"][precision]})
+                _add_speedups(result["rows"])
+                if on_update:
+                    on_update(result)
+    return result
+
+
+def _cannot_run(info, precision, ceilings):
+    if info is None:
+        return "unknown backend"
+    if not info["available"]:
+        return info["reason"]
+    if precision not in info["precisions"]:
+        return f"no {precision}"
+    if precision not in ceilings:
+        return f"{precision} needs CUDA"
+    return None
+
+
+def _add_speedups(rows):
     for row in rows:
         base = next((r for r in rows if r["backend"] == "eager" and r["n"] == row["n"]
                      and r["precision"] == "fp32"), None)
         row["speedup_vs_eager"] = base["median_s"] / row["median_s"] if base else None
-    return {"environment": environment(device), "n_steps": schedule.n_steps,
-            "flops_per_point_step": flops_per_point_step(hidden),
-            "matmul_ceiling_tflops": ceilings, "rows": rows, "skipped": skipped}
 
 
 def format_table(result: dict) -> str:
@@ -133,6 +156,8 @@ def format_table(result: dict) -> str:
                      f"{100 * r['ceiling_fraction']:>7.1f}%{speedup:>9}")
     for s in result["skipped"]:
         lines.append(f"skipped {s['backend']} {s['precision']} N={s['n']}: {s['reason']}")
+    for f in result["failed"]:
+        lines.append(f"FAILED {f['backend']} {f['precision']} N={f['n']}: {f['error']}")
     return "\n".join(lines)
 
 

@@ -13,6 +13,7 @@ from dataclasses import fields
 import torch
 
 from . import __version__
+from .backends.compiled import COMPILE_MODES, set_compile_mode
 from .checkpoint import load_checkpoint, pretrained_path, save_checkpoint
 from .data import DATASETS, make_dataset
 from .train import TrainConfig, train
@@ -85,21 +86,25 @@ def cmd_sample(args) -> int:
     return 0
 
 
+def _pictures(args, model, schedule, out, data, n_trajectory) -> list[str]:
+    """The original's pictures plus the GIF: dataset, q(x_t) grid, reverse trajectory."""
+    from .plotting import animate_reverse, plot_dataset, plot_q_grid, plot_trajectory
+    trajectory, _, _ = _sample(args, model, schedule, n_trajectory, trajectory=True)
+    step = max(1, schedule.n_steps // 10)
+    return [plot_dataset(data, os.path.join(out, "dataset.png")),
+            plot_q_grid(data, schedule, os.path.join(out, "q_grid.png"), seed=args.seed),
+            plot_trajectory(trajectory[step::step][:10], os.path.join(out, "reverse_trajectory.png"),
+                            labels=[f"x_seq[{step * (i + 1)}]" for i in range(10)]),
+            animate_reverse(trajectory, os.path.join(out, "reverse.gif"))]
+
+
 def cmd_plot(args) -> int:
-    from .plotting import animate_reverse, plot_dataset, plot_loss, plot_q_grid, plot_trajectory
+    from .plotting import plot_loss
     model, schedule, meta = _load(args)
     out = _out_dir(args.out)
-    data = make_dataset(args.dataset, args.n, seed=args.seed)
-    written = [plot_dataset(data, os.path.join(out, "dataset.png")),
-               plot_q_grid(data, schedule, os.path.join(out, "q_grid.png"), seed=args.seed)]
-    trajectory, _, _ = _sample(args, model, schedule, args.n, trajectory=True)
-    step = max(1, schedule.n_steps // 10)
-    written.append(plot_trajectory(trajectory[step::step][:10], os.path.join(out, "reverse_trajectory.png"),
-                                   labels=[f"x_seq[{step * (i + 1)}]" for i in range(10)]))
-    written.append(animate_reverse(trajectory, os.path.join(out, "reverse.gif")))
-    losses = meta.get("losses")
-    if losses:
-        written.append(plot_loss(losses, os.path.join(out, "loss.png")))
+    written = _pictures(args, model, schedule, out, make_dataset(args.dataset, args.n, seed=args.seed), args.n)
+    if meta.get("losses"):
+        written.append(plot_loss(meta["losses"], os.path.join(out, "loss.png")))
     print("\n".join(written))
     return 0
 
@@ -121,20 +126,15 @@ def cmd_evaluate(args) -> int:
 def cmd_demo(args) -> int:
     from .backends import resolve_backend
     from .metrics import quality_report
-    from .plotting import animate_reverse, plot_dataset, plot_q_grid, plot_trajectory
+    from .plotting import plot_dataset
     model, schedule, _ = _load(args)
     out = _out_dir(args.out)
     args.backend = resolve_backend("auto", torch.device(args.device), args.precision).name
-    _sample(args, model, schedule, 256)  # warm-up: compilation and capture stay out of the timing
+    _sample(args, model, schedule, args.n)  # warm-up: compilation and capture stay out of the timing
     points, backend, seconds = _sample(args, model, schedule, args.n)
     report = quality_report(points, "s_curve", seed=args.seed)
-    data = make_dataset("s_curve", args.n, seed=args.seed)
-    plot_dataset(data, os.path.join(out, "dataset.png"))
-    plot_q_grid(data, schedule, os.path.join(out, "q_grid.png"), seed=args.seed)
     plot_dataset(points, os.path.join(out, "samples.png"))
-    trajectory, _, _ = _sample(args, model, schedule, 2000, trajectory=True)
-    plot_trajectory(trajectory[10::10], os.path.join(out, "reverse_trajectory.png"))
-    animate_reverse(trajectory, os.path.join(out, "reverse.gif"))
+    _pictures(args, model, schedule, out, make_dataset("s_curve", args.n, seed=args.seed), 2000)
     print(f"sampled {args.n} points x {schedule.n_steps} steps with backend {backend!r} "
           f"({args.precision}) on {args.device} in {seconds:.3f} s "
           f"({args.n * schedule.n_steps / seconds / 1e6:.2f} M point-steps/s)")
@@ -149,15 +149,19 @@ def cmd_bench(args) -> int:
     from .backends import backend_names
     model, schedule, _ = _load(args)
     backends = args.backends.split(",") if args.backends else [b for b in backend_names() if b != "auto"]
+
+    def save(result):  # after every combination, so a sweep cut short keeps what it measured
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(result, f, indent=2)
+
     result = run_benchmark(model, schedule, args.device, [int(float(n)) for n in args.n.split(",")], backends,
-                           args.precisions.split(","), repeats=args.repeats, warmup=args.warmup)
+                           args.precisions.split(","), repeats=args.repeats, warmup=args.warmup, on_update=save)
+    save(result)
     print(format_table(result))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
-    if args.plot:
+    if args.plot and result["rows"]:
         plot_throughput(result, args.plot)
-    return 0
+    return 1 if result["failed"] else 0
 
 
 def cmd_profile(args) -> int:
@@ -203,6 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
             from .backends import PRECISIONS, backend_names
             p.add_argument("--backend", default="auto", choices=backend_names())
             p.add_argument("--precision", default="fp32", choices=PRECISIONS)
+        p.add_argument("--compile-mode", default="default", choices=COMPILE_MODES,
+                       help="torch.compile mode of the 'compile' backend")
 
     p = sub.add_parser("demo", help="the main job: bundled model, 10,000 samples, pictures, quality, timing")
     common(p, 10_000, backend=False)
@@ -248,6 +254,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "compile_mode", None):
+        set_compile_mode(args.compile_mode)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         return args.func(args)

@@ -16,6 +16,11 @@ from .model import model_device
 from .schedule import Schedule
 
 
+def _randn_like(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """``torch.randn_like(x)`` (the original's draw, in x's memory layout) with an optional generator."""
+    return torch.empty_like(x).normal_(generator=generator)
+
+
 def _as_timesteps(t, n_rows: int, device) -> torch.Tensor:
     if isinstance(t, int) and not isinstance(t, bool):
         return torch.full((n_rows,), t, dtype=torch.long, device=device)
@@ -35,7 +40,7 @@ def q_sample(x_0: torch.Tensor, t, schedule: Schedule, noise: torch.Tensor | Non
     t = _as_timesteps(t, x_0.shape[0], x_0.device)
     check_timesteps(t, x_0.shape[0], schedule.n_steps)
     if noise is None:
-        noise = torch.randn(x_0.shape, generator=generator, dtype=x_0.dtype, device=x_0.device)
+        noise = _randn_like(x_0, generator)
     elif noise.shape != x_0.shape:
         raise ValueError(f"noise must have the shape of x_0 {list(x_0.shape)}, got {list(noise.shape)}")
     check_same_device(x_0=x_0, t=t, noise=noise, schedule=schedule.betas)
@@ -69,7 +74,7 @@ def diffusion_loss(model: nn.Module, x_0: torch.Tensor, schedule: Schedule,
     t = t.unsqueeze(-1)  # [B, 1]
     a = schedule.alphas_bar_sqrt[t]  # [B, 1]
     aml = schedule.one_minus_alphas_bar_sqrt[t]  # [B, 1]
-    e = torch.randn(x_0.shape, generator=generator, dtype=x_0.dtype, device=x_0.device)
+    e = _randn_like(x_0, generator)
     x = x_0 * a + e * aml  # [B, 2]
     output = model(x, t.squeeze(-1))  # [B, 2]
     return (e - output).square().mean()
@@ -97,7 +102,7 @@ def _p_sample(model, x, t, betas, one_minus_alphas_bar_sqrt, noise, final_noise,
     if t == 0 and not final_noise:
         return mean
     if noise is None:
-        noise = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+        noise = _randn_like(x, generator)
     sigma_t = betas[t_index].sqrt()
     return mean + sigma_t * noise
 

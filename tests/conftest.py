@@ -17,9 +17,3 @@ def device():
     if DEVICE == "cuda" and not torch.cuda.is_available():
         pytest.fail("DDPM_FAST_DEVICE=cuda but no CUDA GPU is available")
     return torch.device(DEVICE)
-
-
-@pytest.fixture
-def needs_cuda():
-    if not torch.cuda.is_available():
-        pytest.skip("needs a CUDA GPU (runs in benchmarks/gpu_check.sh)")

@@ -8,7 +8,8 @@ from ddpm_fast.backends._step import step_tables
 from ddpm_fast.kernels import pack_mlp, sample_fused
 from helpers import assert_close, reference_trajectory_f64
 
-pytestmark = pytest.mark.usefixtures("needs_cuda")
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(),
+                                reason="needs a CUDA GPU (runs in benchmarks/gpu_check.sh)")
 BACKENDS = ["eager", "compile", "cudagraph", "triton-step", "triton-fused"]
 
 
@@ -61,3 +62,11 @@ def test_fused_sampler_int64_offsets():
     tail = slice(n - 7, n)
     expected = reference_trajectory_f64(model, sched, x_T[tail], noise[:, tail])[-1]
     assert_close(out[tail], expected, "fp32")
+
+
+def test_profile_cli_on_cuda(tmp_path, capsys):
+    from ddpm_fast.cli import main
+    assert main(["profile", "--device", "cuda", "--backend", "triton-fused", "--n", "10000",
+                 "--out", str(tmp_path)]) == 0
+    assert (tmp_path / "trace_triton-fused.json").stat().st_size > 0
+    assert "_sampler_kernel" in capsys.readouterr().out

@@ -49,6 +49,16 @@ def precision_context(precision: str, device: torch.device):
     return torch.autocast(device.type, dtype=torch.bfloat16, cache_enabled=False)
 
 
+NVTX = {"steps": False}  # set by ddpm-fast profile: one NVTX range per step in host-side loops
+
+
+def step_range(t: int):
+    """An NVTX range named after the timestep when profiling on CUDA, else nothing."""
+    if NVTX["steps"] and torch.cuda.is_available():
+        return torch.cuda.nvtx.range(f"step t={t}")
+    return nullcontext()
+
+
 def draw_x_T(job) -> torch.Tensor:
     if job.x_T is not None:
         return job.x_T.float()

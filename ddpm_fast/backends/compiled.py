@@ -13,7 +13,7 @@ import weakref
 import torch
 
 from . import Backend, SamplingJob, register_backend
-from ._step import draw_x_T, precision_context, reverse_step, step_tables
+from ._step import draw_x_T, precision_context, reverse_step, step_range, step_tables
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
 _compiled: "weakref.WeakKeyDictionary[torch.nn.Module, dict]" = weakref.WeakKeyDictionary()
@@ -57,7 +57,8 @@ def _run(job: SamplingJob) -> torch.Tensor:
                 z = torch.randn(job.shape, generator=job.generator, device=job.device)
             first = key not in compile_times
             start = time.perf_counter()
-            x = step(x, timesteps[i:i + 1], coeff, inv_sqrt_alphas, sigma, z)
+            with step_range(job.n_steps - 1 - i):
+                x = step(x, timesteps[i:i + 1], coeff, inv_sqrt_alphas, sigma, z)
             if compile_mode == "reduce-overhead":
                 x = x.clone()  # its outputs live in a CUDA-graph pool the next replay overwrites
             if first:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from . import Backend, SamplingJob, register_backend
-from ._step import draw_x_T, step_tables
+from ._step import draw_x_T, step_range, step_tables
 
 
 def _unavailable(device: torch.device) -> str | None:
@@ -39,7 +39,8 @@ def _run_step(job: SamplingJob) -> torch.Tensor:
     pack, x, noise, seed, tables = _prepare(job)
     states = [x]
     for t in reversed(range(job.n_steps)):
-        x = p_sample_step(pack, x, t, tables, noise=noise, seed=seed, row_offset=job.row_offset)
+        with step_range(t):
+            x = p_sample_step(pack, x, t, tables, noise=noise, seed=seed, row_offset=job.row_offset)
         if job.trajectory:
             states.append(x)
     return torch.stack(states) if job.trajectory else x
