@@ -54,7 +54,7 @@ def main(out):
     print("\n== GPU check summary ==")
     t = summary["tests"]
     print("tests:", {k: v for k, v in t.items() if k != "failed_cases"}, *t.get("failed_cases", [])[:15], sep="\n  ")
-    for path in ("bench.log", "bench_1e7.log"):
+    for path in ("bench.log",):
         if os.path.exists(os.path.join(out, path)):
             print(open(os.path.join(out, path)).read()[-6000:])
     for name, value in (summary["targets"] or {}).items():
