@@ -3,8 +3,8 @@ import triton
 import triton.language as tl
 
 # Stream ids keep the sampler's and q_sample's noise apart for the same seed.
-STREAM_SAMPLER = 0
-STREAM_Q_SAMPLE = 1
+STREAM_SAMPLER = tl.constexpr(0)
+STREAM_Q_SAMPLE = tl.constexpr(1)
 
 
 @triton.jit

@@ -13,6 +13,11 @@ INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 # fewer, larger blocks; the noise is keyed by row, so results do not depend on this.
 DEFAULT_BLOCK_M = 256 if INTERPRET else 64
 DEFAULT_NUM_WARPS = 4
+# No software pipelining: the loop-invariant weight loads of the fused sampler would
+# otherwise be multi-buffered, and at 3 stages its shared memory reaches 297-397 KB for
+# fp32/tf32 with injected noise, past the 227 KB a block may have on sm_90
+# (benchmarks/compile_report.py, triton 3.9).
+DEFAULT_NUM_STAGES = 1
 
 
 def triton_unavailable_reason(device: torch.device) -> str | None:

@@ -6,7 +6,7 @@ import triton
 import triton.language as tl
 
 from ._common import _mlp_eps
-from ._runtime import DEFAULT_BLOCK_M, DEFAULT_NUM_WARPS, as_float32_rows, check_launch
+from ._runtime import DEFAULT_BLOCK_M, DEFAULT_NUM_STAGES, DEFAULT_NUM_WARPS, as_float32_rows, check_launch
 from .pack import MLPPack
 
 
@@ -47,5 +47,5 @@ def mlp_forward(pack: MLPPack, x: torch.Tensor, t, block_m: int = DEFAULT_BLOCK_
     if n:
         _mlp_kernel[(triton.cdiv(n, block_m),)](
             x, t, 0 if t.shape[0] == 1 else 1, *pack.pointers(), eps, n, pack.n_steps,
-            H=pack.hidden, DOT=pack.dot_mode, BLOCK_M=block_m, num_warps=num_warps)
+            H=pack.hidden, DOT=pack.dot_mode, BLOCK_M=block_m, num_warps=num_warps, num_stages=DEFAULT_NUM_STAGES)
     return eps

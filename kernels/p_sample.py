@@ -6,7 +6,7 @@ import triton
 import triton.language as tl
 
 from ._common import _mlp_eps, _reverse_update, _step_noise
-from ._runtime import DEFAULT_BLOCK_M, DEFAULT_NUM_WARPS, as_float32_rows, check_launch, seed_tensor
+from ._runtime import DEFAULT_BLOCK_M, DEFAULT_NUM_STAGES, DEFAULT_NUM_WARPS, as_float32_rows, check_launch, seed_tensor
 from .pack import MLPPack
 
 
@@ -56,5 +56,5 @@ def p_sample_step(pack: MLPPack, x: torch.Tensor, t: int, tables, *, noise: torc
             x, out, noise.contiguous() if noise is not None else x, seed_tensor(seed, device),
             coeff, inv_sqrt_alphas, sigma, *pack.pointers(), t, n_steps - 1 - t, n, n_steps, row_offset,
             H=pack.hidden, DOT=pack.dot_mode, NOISE_GIVEN=noise is not None, BLOCK_M=block_m,
-            num_warps=num_warps)
+            num_warps=num_warps, num_stages=DEFAULT_NUM_STAGES)
     return out

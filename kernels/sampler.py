@@ -6,7 +6,7 @@ import triton
 import triton.language as tl
 
 from ._common import _mlp_eps, _reverse_update, _step_noise
-from ._runtime import DEFAULT_BLOCK_M, DEFAULT_NUM_WARPS, as_float32_rows, check_launch, seed_tensor
+from ._runtime import DEFAULT_BLOCK_M, DEFAULT_NUM_STAGES, DEFAULT_NUM_WARPS, as_float32_rows, check_launch, seed_tensor
 from .pack import MLPPack
 
 
@@ -72,5 +72,5 @@ def sample_fused(pack: MLPPack, x_T: torch.Tensor, tables, *, noise: torch.Tenso
             x_T, out, traj, noise.contiguous() if noise is not None else x_T, seed_tensor(seed, device),
             coeff, inv_sqrt_alphas, sigma, *pack.pointers(), n, n_steps, row_offset,
             H=pack.hidden, DOT=pack.dot_mode, NOISE_GIVEN=noise is not None, KEEP_EVERY=keep_every,
-            BLOCK_M=block_m, num_warps=num_warps)
+            BLOCK_M=block_m, num_warps=num_warps, num_stages=DEFAULT_NUM_STAGES)
     return (out, traj) if keep_every else out
