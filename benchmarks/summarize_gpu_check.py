@@ -32,7 +32,8 @@ def targets(bench):
     out = {}
     for precision, goal in (("fp32", 8), ("tf32", 30), ("bf16", 30)):
         fused = median(rows, "triton-fused", 10_000, precision)
-        out[f"triton-fused {precision} vs eager fp32, N=1e4 (goal {goal}x)"] = eager / fused if eager and fused else None
+        key = f"triton-fused {precision} vs eager fp32, N=1e4 (goal {goal}x)"
+        out[key] = eager / fused if eager and fused else None
     graph = median(rows, "cudagraph", 10_000, "fp32")
     fused = median(rows, "triton-fused", 10_000, "fp32")
     out["cudagraph vs eager, N=1e4 fp32 (goal 3x)"] = eager / graph if eager and graph else None

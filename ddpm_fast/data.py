@@ -24,6 +24,12 @@ def _rescale(points: np.ndarray) -> torch.Tensor:
 def make_dataset(name: str = "s_curve", n: int = 10_000, noise: float | None = None,
                  seed: int | None = None) -> torch.Tensor:
     """One of ``DATASETS`` as an [n, 2] float32 tensor. ``noise`` defaults per dataset."""
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; known datasets: {', '.join(DATASETS)}")
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise ValueError(f"n must be a non-negative integer, got {n!r}")
+    if n == 0:
+        return torch.empty(0, 2)
     if name == "s_curve":
         return make_s_curve(n, 0.1 if noise is None else noise, seed)
     if name == "moons":
@@ -31,11 +37,7 @@ def make_dataset(name: str = "s_curve", n: int = 10_000, noise: float | None = N
     elif name == "circles":
         points, _ = skd.make_circles(n, noise=0.03 if noise is None else noise, factor=0.5,
                                      random_state=seed)
-    elif name == "swiss_roll":
+    else:  # swiss_roll
         points, _ = skd.make_swiss_roll(n, noise=0.5 if noise is None else noise, random_state=seed)
         points = points[:, [0, 2]]
-    else:
-        raise ValueError(f"unknown dataset {name!r}; known datasets: {', '.join(DATASETS)}")
-    if n == 0:
-        return torch.empty(0, 2)
     return _rescale(points)

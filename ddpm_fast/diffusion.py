@@ -69,6 +69,8 @@ def diffusion_loss(model: nn.Module, x_0: torch.Tensor, schedule: Schedule,
     gives the same loss.
     """
     check_points(x_0, "x_0")
+    if x_0.shape[0] == 0:
+        raise ValueError("x_0 is an empty batch: the loss of no points is undefined")
     check_model_steps(model, schedule.n_steps)
     t = antithetic_timesteps(x_0.shape[0], schedule.n_steps, x_0.device, generator)
     t = t.unsqueeze(-1)  # [B, 1]

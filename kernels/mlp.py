@@ -28,7 +28,8 @@ def _mlp_kernel(x_ptr,  # [N, 2] float32
     tl.store(eps_ptr + rows * 2 + 1, eps1, mask=mask)
 
 
-def mlp_forward(pack: MLPPack, x: torch.Tensor, t, block_m: int = DEFAULT_BLOCK_M, num_warps: int = DEFAULT_NUM_WARPS) -> torch.Tensor:
+def mlp_forward(pack: MLPPack, x: torch.Tensor, t, block_m: int = DEFAULT_BLOCK_M,
+                num_warps: int = DEFAULT_NUM_WARPS) -> torch.Tensor:
     """Predicted noise [N, 2] for points ``x`` [N, 2] at timesteps ``t`` (int, or tensor [N] or [1]).
 
     Tensor timesteps are range-checked here (a host sync): an out-of-range t would read

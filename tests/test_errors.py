@@ -64,7 +64,12 @@ def test_unknown_names():
 
 
 def test_n_zero_and_bad_n(setup):
-    model, _ = setup
+    model, sched = setup
+    for name in D.DATASETS:
+        assert D.make_dataset(name, 0).shape == (0, 2)
+    assert D.q_sample(torch.empty(0, 2), 3, sched).shape == (0, 2)
+    with pytest.raises(ValueError, match="empty batch"):
+        D.diffusion_loss(model, torch.empty(0, 2), sched)
     for backend in ("eager", "auto"):
         out = D.sample(model, 0, backend=backend)
         assert out.shape == (0, 2)

@@ -91,7 +91,8 @@ def test_p_sample_step_float64_algebra(t):
     out = D.p_sample(model, x, t, sched.betas, sched.one_minus_alphas_bar_sqrt, noise=z)
     b = sched.betas.double()[t]
     eps = model.double()(x.double(), torch.tensor([t]))
-    expected = (x.double() - b / (1 - sched.alphas_prod.double()[t]).sqrt() * eps) / (1 - b).sqrt() + b.sqrt() * z.double()
+    coeff = b / (1 - sched.alphas_prod.double()[t]).sqrt()
+    expected = (x.double() - coeff * eps) / (1 - b).sqrt() + b.sqrt() * z.double()
     assert torch.allclose(out.double(), expected, atol=1e-6, rtol=1e-5)
 
 
@@ -177,7 +178,8 @@ def test_reference_float32_error_against_float64():
     """
     sched, model = D.make_schedule(), D.MLPDiffusion(100)
     x_T, noise = torch.randn(1000, 2), torch.randn(100, 1000, 2)
-    out32 = D.p_sample_loop(model, (1000, 2), 100, sched.betas, sched.one_minus_alphas_bar_sqrt, x_T=x_T, noise=noise)[-1]
+    out32 = D.p_sample_loop(model, (1000, 2), 100, sched.betas, sched.one_minus_alphas_bar_sqrt,
+                            x_T=x_T, noise=noise)[-1]
     model64 = D.MLPDiffusion(100).double()
     model64.load_state_dict(model.state_dict())
     out64 = D.p_sample_loop(model64, (1000, 2), 100, sched.betas.double(), sched.one_minus_alphas_bar_sqrt.double(),

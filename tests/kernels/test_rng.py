@@ -1,6 +1,5 @@
 """The in-kernel Gaussian noise: an independent Philox4x32-10 in numpy, keys, statistics, 64-bit rows."""
 import numpy as np
-import pytest
 import torch
 import triton
 import triton.language as tl

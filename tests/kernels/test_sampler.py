@@ -57,7 +57,7 @@ def test_in_kernel_noise_deterministic_block_independent_and_shared_with_step(de
 
 def test_in_kernel_noise_samples_the_data(device, trained):
     """In-kernel noise gives the same distribution as the eager sampler's torch.randn (SWD)."""
-    model, sched = trained[0].to(device), trained[1].to(device)
+    model = trained[0].to(device)
     n = 1000 if device.type == "cpu" else 10_000  # the interpreter is slow
     fused = D.sample(model, n, seed=1, backend="triton-fused", device=device)
     eager = D.sample(model, n, seed=2, backend="eager", device=device)
@@ -72,7 +72,8 @@ def test_empty_and_bad_inputs(device, trained):
     pack = pack_mlp(model)
     assert sample_fused(pack, torch.empty(0, 2, device=device), tables, seed=0).shape == (0, 2)
     with pytest.raises(ValueError, match=r"noise must be float32 \[100, 3, 2\]"):
-        sample_fused(pack, torch.randn(3, 2, device=device), tables, noise=torch.randn(100, 3, 2, device=device).double())
+        sample_fused(pack, torch.randn(3, 2, device=device), tables,
+                     noise=torch.randn(100, 3, 2, device=device).double())
     with pytest.raises(TypeError, match="x_T must be float32"):
         sample_fused(pack, torch.randn(3, 2, device=device).half(), tables)
     short = tuple(t[:50] for t in tables)
