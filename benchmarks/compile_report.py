@@ -77,12 +77,12 @@ def variants(everything: bool):
     bm, warps = DEFAULT_BLOCK_M, DEFAULT_NUM_WARPS
     for precision, dot in DOT_MODES.items():
         yield "sampler", precision, bm, warps, _sampler_kernel, \
-            {"H": 128, "DOT": dot, "NOISE_GIVEN": False, "KEEP_EVERY": 0, "BLOCK_M": bm}
+            {"T": 100, "H": 128, "DOT": dot, "NOISE_GIVEN": False, "KEEP_EVERY": 0, "BLOCK_M": bm}
         yield "sampler+noise+traj", precision, bm, warps, _sampler_kernel, \
-            {"H": 128, "DOT": dot, "NOISE_GIVEN": True, "KEEP_EVERY": 1, "BLOCK_M": bm}
+            {"T": 100, "H": 128, "DOT": dot, "NOISE_GIVEN": True, "KEEP_EVERY": 1, "BLOCK_M": bm}
         if everything:
             yield "sampler", precision, 128, 8, _sampler_kernel, \
-                {"H": 128, "DOT": dot, "NOISE_GIVEN": False, "KEEP_EVERY": 0, "BLOCK_M": 128}
+                {"T": 100, "H": 128, "DOT": dot, "NOISE_GIVEN": False, "KEEP_EVERY": 0, "BLOCK_M": 128}
         yield "p_sample", precision, bm, warps, _p_sample_kernel, \
             {"H": 128, "DOT": dot, "NOISE_GIVEN": False, "BLOCK_M": bm}
         yield "mlp", precision, bm, warps, _mlp_kernel, {"H": 128, "DOT": dot, "BLOCK_M": bm}

@@ -18,7 +18,9 @@ def _sampler_kernel(x_ptr,  # [N, 2] float32, x_T
                     seed_ptr,  # [1] int64, key of the drawn z
                     coeff_ptr, inv_sqrt_alphas_ptr, sigma_ptr,  # [T] float32 step tables
                     w1_ptr, emb_ptr, w2_ptr, w3_ptr, w4_ptr, b4_ptr,  # the MLPPack
-                    N, T, row_offset,
+                    N, row_offset,
+                    T: tl.constexpr,  # steps: a constant trip count (and triton 3.6's interpreter
+                                      # cannot loop to a runtime bound with numpy 2)
                     H: tl.constexpr, DOT: tl.constexpr, NOISE_GIVEN: tl.constexpr,
                     KEEP_EVERY: tl.constexpr, BLOCK_M: tl.constexpr):
     rows = tl.program_id(0).to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -70,7 +72,7 @@ def sample_fused(pack: MLPPack, x_T: torch.Tensor, tables, *, noise: torch.Tenso
     if n:
         _sampler_kernel[(triton.cdiv(n, block_m),)](
             x_T, out, traj, noise.contiguous() if noise is not None else x_T, seed_tensor(seed, device),
-            coeff, inv_sqrt_alphas, sigma, *pack.pointers(), n, n_steps, row_offset,
+            coeff, inv_sqrt_alphas, sigma, *pack.pointers(), n, row_offset, T=n_steps,
             H=pack.hidden, DOT=pack.dot_mode, NOISE_GIVEN=noise is not None, KEEP_EVERY=keep_every,
             BLOCK_M=block_m, num_warps=num_warps, num_stages=DEFAULT_NUM_STAGES)
     return (out, traj) if keep_every else out

@@ -49,6 +49,16 @@ def precision_context(precision: str, device: torch.device):
     return torch.autocast(device.type, dtype=torch.bfloat16, cache_enabled=False)
 
 
+def step_noise(noise, i: int, n_steps: int, final_noise: bool, like: torch.Tensor, generator=None):
+    """The z of loop iteration i: ``noise[i]`` when injected; zeros, drawing nothing, at a
+    noiseless last step (as the reference); else a fresh draw from ``generator``."""
+    if noise is not None:
+        return noise[i]
+    if i == n_steps - 1 and not final_noise:
+        return torch.zeros_like(like)
+    return torch.randn(like.shape, generator=generator, device=like.device)
+
+
 NVTX = {"steps": False}  # set by ddpm-fast profile: one NVTX range per step in host-side loops
 
 

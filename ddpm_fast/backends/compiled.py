@@ -13,7 +13,7 @@ import weakref
 import torch
 
 from . import Backend, SamplingJob, register_backend
-from ._step import draw_x_T, precision_context, reverse_step, step_range, step_tables
+from ._step import draw_x_T, precision_context, reverse_step, step_noise, step_range, step_tables
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
 _compiled: "weakref.WeakKeyDictionary[torch.nn.Module, dict]" = weakref.WeakKeyDictionary()
@@ -44,17 +44,12 @@ def _run(job: SamplingJob) -> torch.Tensor:
     coeff, inv_sqrt_alphas, sigma = step_tables(job.betas, job.one_minus_alphas_bar_sqrt, job.final_noise)
     timesteps = torch.arange(job.n_steps - 1, -1, -1, device=job.device)  # [T], t for iteration i
     x = draw_x_T(job)
+    noise = None if job.noise is None else job.noise.float()  # no copy when already float32
     states = [x]
     key = (compile_mode, job.precision, str(job.device), job.shape[0])
     with precision_context(job.precision, job.device):
         for i in range(job.n_steps):
-            last_plain = i == job.n_steps - 1 and not job.final_noise
-            if job.noise is not None:
-                z = job.noise[i].float()
-            elif last_plain:  # sigma[0] = 0; draw nothing, as the reference
-                z = torch.zeros_like(x)
-            else:
-                z = torch.randn(job.shape, generator=job.generator, device=job.device)
+            z = step_noise(noise, i, job.n_steps, job.final_noise, x, job.generator)
             first = key not in compile_times
             start = time.perf_counter()
             with step_range(job.n_steps - 1 - i):

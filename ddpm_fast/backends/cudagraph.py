@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 
 from . import Backend, SamplingJob, register_backend
-from ._step import draw_x_T, precision_context, reverse_step, step_tables
+from ._step import draw_x_T, precision_context, reverse_step, step_noise, step_tables
 
 _graphs: "weakref.WeakKeyDictionary[torch.nn.Module, dict]" = weakref.WeakKeyDictionary()
 capture_times: dict = {}  # cache key -> seconds spent warming up and capturing
@@ -34,12 +34,7 @@ class _CapturedLoop:
 def _loop(job: SamplingJob, x_T, noise, tables, timesteps):
     x, states = x_T, [x_T]
     for i in range(job.n_steps):
-        if noise is not None:
-            z = noise[i]
-        elif i == job.n_steps - 1 and not job.final_noise:
-            z = torch.zeros_like(x)
-        else:
-            z = torch.randn(job.shape, device=job.device)  # default generator: graph-safe
+        z = step_noise(noise, i, job.n_steps, job.final_noise, x)  # default generator: graph-safe
         x = reverse_step(job.model, x, timesteps[i:i + 1], *tables, z)
         states.append(x)
     return torch.stack(states) if job.trajectory else x
