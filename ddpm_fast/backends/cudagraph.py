@@ -29,6 +29,8 @@ class _CapturedLoop:
     x_T: torch.Tensor  # [N, 2] static input
     noise: torch.Tensor | None  # [T, N, 2] static input when noise is injected
     result: torch.Tensor  # [N, 2] x_0, or [T+1, N, 2] trajectory
+    # tensors made outside the capture that the graph reads: freed, their memory would be reused
+    keep_alive: tuple = ()
 
 
 def _loop(job: SamplingJob, x_T, noise, tables, timesteps):
@@ -55,7 +57,7 @@ def _capture(job: SamplingJob) -> _CapturedLoop:
     with torch.cuda.graph(graph), precision_context(job.precision, job.device):
         result = _loop(job, x_T, noise, tables, timesteps)
     capture_times[_key(job)] = time.perf_counter() - start
-    return _CapturedLoop(graph, x_T, noise, result)
+    return _CapturedLoop(graph, x_T, noise, result, keep_alive=(tables, timesteps))
 
 
 def _key(job: SamplingJob) -> tuple:
