@@ -54,12 +54,13 @@ def as_float32_rows(x: torch.Tensor, name: str, n_rows: int | None = None) -> to
     return x.contiguous()
 
 
-def seed_tensor(seed, device) -> torch.Tensor:
-    """The seed as a [1] int64 device tensor; a fresh one from torch's RNG when None."""
+def seed_tensor(seed, device, generator: torch.Generator | None = None) -> torch.Tensor:
+    """The seed as a [1] int64 device tensor; when None, a fresh one drawn on the device from
+    ``generator`` (or torch's default), with no host sync."""
     if isinstance(seed, torch.Tensor):
         if seed.numel() != 1 or seed.dtype != torch.int64:
             raise ValueError(f"a seed tensor must be one int64 element, got {seed.dtype} {list(seed.shape)}")
         return seed.reshape(1)
     if seed is None:
-        return torch.randint(0, 2**62, (1,), device=device)
+        return torch.randint(0, 2**62, (1,), generator=generator, device=device)
     return torch.full((1,), int(seed), dtype=torch.int64, device=device)  # a fill: no host-to-device copy

@@ -17,6 +17,7 @@ def _unavailable(device: torch.device) -> str | None:
 
 def _prepare(job: SamplingJob):
     from ..kernels import pack_mlp
+    from ..kernels._runtime import seed_tensor
     if job.precision == "bf16" and job.device.type == "cpu":
         raise RuntimeError("precision 'bf16' needs a GPU: the Triton interpreter has no bfloat16")
     pack = pack_mlp(job.model, job.precision)
@@ -26,10 +27,7 @@ def _prepare(job: SamplingJob):
     if pack.emb.device != job.device:
         raise ValueError(f"the model is on {pack.emb.device} but the sampler runs on {job.device}")
     x_T = draw_x_T(job)
-    if job.seed is not None:
-        seed = torch.full((1,), job.seed, dtype=torch.int64, device=job.device)
-    else:  # drawn on the device from the generator: no host sync
-        seed = torch.randint(0, 2**62, (1,), generator=job.generator, device=job.device)
+    seed = seed_tensor(job.seed, job.device, job.generator)
     noise = None if job.noise is None else job.noise.float()
     return pack, x_T, noise, seed, step_tables(job.betas, job.one_minus_alphas_bar_sqrt, job.final_noise)
 
