@@ -11,9 +11,9 @@ In-kernel noise is Philox keyed by (seed, timestep, global row, stream); it is n
 from ._runtime import INTERPRET, triton_unavailable_reason
 from .mlp import mlp_forward
 from .p_sample import p_sample_step
-from .pack import MLPPack, check_fused_layout, pack_mlp
 from .q_sample import q_sample
 from .sampler import sample_fused
+from .weights import DOT_MODES, MLPWeights, check_fused_layout, mlp_weights
 
-__all__ = ["INTERPRET", "MLPPack", "check_fused_layout", "mlp_forward", "p_sample_step", "pack_mlp",
-           "q_sample", "sample_fused", "triton_unavailable_reason"]
+__all__ = ["DOT_MODES", "INTERPRET", "MLPWeights", "check_fused_layout", "mlp_forward", "mlp_weights",
+           "p_sample_step", "q_sample", "sample_fused", "triton_unavailable_reason"]

@@ -25,38 +25,77 @@ def _gaussian_pair(seed, step, rows, stream: tl.constexpr):
 
 
 @triton.jit
-def _hidden_layer(h, w_ptr, emb, cols, H: tl.constexpr, DOT: tl.constexpr):
-    """relu(h @ W^T + emb) for a [BLOCK_M, H] block; ``w_ptr`` points to W^T [H, H]."""
-    w = tl.load(w_ptr + cols[:, None] * H + cols[None, :])  # [H, H], float32 or bfloat16
-    if DOT == "bf16":
-        acc = tl.dot(h.to(tl.bfloat16), w, out_dtype=tl.float32)
+def _split_tf32(x):
+    """x = hi + lo exactly, with hi rounded to TF32 (10 mantissa bits, the low 13 of float32 zero).
+
+    Adding half a TF32 ulp to the bits and masking rounds to nearest; lo = x - hi is exact
+    in float32 and at most 2^-11 |x|, so the tensor cores' TF32 reading of lo loses only
+    about 2^-22 |x|.
+    """
+    bits = x.to(tl.uint32, bitcast=True)
+    hi = ((bits + 0x1000) & 0xFFFFE000).to(tl.float32, bitcast=True)
+    return hi, x - hi
+
+
+@triton.jit
+def _hidden_layer(h, w_ptr, b_ptr, e_ptr, emb_row, cols, H: tl.constexpr, DOT: tl.constexpr,
+                  PER_ROW_T: tl.constexpr):
+    """relu(h @ W^T + b + emb[t]) for a [BLOCK_M, H] block of activations.
+
+    ``w_ptr`` is nn.Linear's own [H, H] float32 weight (row n = output n), read as W^T;
+    ``e_ptr`` the step-embedding table [T, H], ``emb_row`` = t * H (scalar or [BLOCK_M, 1]).
+    The weights are read from the model's parameters at every launch, so any change to
+    them, in place or through ``.data``, is seen (also by a captured CUDA graph).
+    """
+    w_t_ptrs = w_ptr + cols[None, :] * H + cols[:, None]  # [H_in, H_out]: W^T
+    # The accumulator starts at bias + embedding: no [BLOCK_M, H] add after the products.
+    if PER_ROW_T:  # a [BLOCK_M, H] gather: added after the products, so it is not live during them
+        acc = tl.broadcast_to(tl.load(b_ptr + cols)[None, :], (h.shape[0], H))
     else:
-        acc = tl.dot(h, w, input_precision=DOT)  # "ieee" or "tf32"
-    return tl.maximum(acc + emb, 0.0)
+        acc = tl.load(b_ptr + cols)[None, :] + tl.load(e_ptr + emb_row + cols[None, :])  # [1, H]
+        acc = tl.broadcast_to(acc, (h.shape[0], H))
+    if DOT == "bf16":
+        acc = tl.dot(h.to(tl.bfloat16), tl.load(w_t_ptrs).to(tl.bfloat16), acc, out_dtype=tl.float32)
+    elif DOT == "tf32":
+        acc = tl.dot(h, tl.load(w_t_ptrs), acc, input_precision="tf32")
+    else:  # "tf32x3": float32-level products on the tensor cores (3xTF32)
+        h_hi, h_lo = _split_tf32(h)
+        w_hi, _ = _split_tf32(tl.load(w_t_ptrs))
+        # Three products accumulated in float32; lo * lo (about 2^-22 relative) is left out.
+        acc = tl.dot(h_lo, w_hi, acc, input_precision="tf32")
+        acc = tl.dot(h_hi, w_hi, acc, input_precision="tf32")
+        # W is read again for its low part, so one [H, H] operand at a time is in shared memory
+        _, w_lo = _split_tf32(tl.load(w_t_ptrs))
+        acc = tl.dot(h_hi, w_lo, acc, input_precision="tf32")
+    if PER_ROW_T:
+        acc = acc + tl.load(e_ptr + emb_row + cols[None, :])
+    return tl.maximum(acc, 0.0)
 
 
 @triton.jit
 def _mlp_eps(x0, x1, emb_row,  # x0, x1: [BLOCK_M] float32; emb_row: t * H, scalar or [BLOCK_M, 1]
-             w1_ptr,  # [2, H] float32: W1^T
-             emb_ptr,  # [3, T, H] float32: embedding tables with each Linear's bias folded in
-             w2_ptr, w3_ptr,  # [H, H] each: W2^T, W3^T, float32 or bfloat16
-             w4_ptr,  # [2, H] float32: W4
-             b4_ptr,  # [2] float32
-             T, H: tl.constexpr, DOT: tl.constexpr):
-    """Predicted noise (eps0, eps1) of the SPEC's MLP for a block of points, all on chip."""
+             w_offset,  # 0, added to every weight's address (see _sampler_kernel)
+             w1_ptr, b1_ptr, e1_ptr,  # linears[0]: weight [H, 2], bias [H]; step_embeddings[0] [T, H]
+             w2_ptr, b2_ptr, e2_ptr,  # linears[2]: weight [H, H], bias [H]; step_embeddings[1] [T, H]
+             w3_ptr, b3_ptr, e3_ptr,  # linears[4]: weight [H, H], bias [H]; step_embeddings[2] [T, H]
+             w4_ptr, b4_ptr,  # linears[6]: weight [2, H], bias [2]
+             H: tl.constexpr, DOT: tl.constexpr, PER_ROW_T: tl.constexpr = False):
+    """Predicted noise (eps0, eps1) of the SPEC's MLP for a block of points, all on chip.
+
+    Every pointer is a float32 parameter of the model itself (contiguous), nothing repacked.
+    Every weight is read at ``w_offset`` (0) from its pointer; see _sampler_kernel for why.
+    """
     cols = tl.arange(0, H)
-    layer_stride = T * H
     # Layer 1 has K = 2, below tl.dot's minimum of 16: two broadcast multiply-adds.
-    w1_0 = tl.load(w1_ptr + cols)
-    w1_1 = tl.load(w1_ptr + H + cols)
-    emb0 = tl.load(emb_ptr + emb_row + cols[None, :])
-    h = x0[:, None] * w1_0[None, :] + x1[:, None] * w1_1[None, :] + emb0
-    h = tl.maximum(h, 0.0)  # [BLOCK_M, H]
-    h = _hidden_layer(h, w2_ptr, tl.load(emb_ptr + layer_stride + emb_row + cols[None, :]), cols, H, DOT)
-    h = _hidden_layer(h, w3_ptr, tl.load(emb_ptr + 2 * layer_stride + emb_row + cols[None, :]), cols, H, DOT)
+    w1_0 = tl.load(w1_ptr + w_offset + cols * 2)
+    w1_1 = tl.load(w1_ptr + w_offset + cols * 2 + 1)
+    h = x0[:, None] * w1_0[None, :] + x1[:, None] * w1_1[None, :] + tl.load(b1_ptr + w_offset + cols)[None, :]
+    h = tl.maximum(h + tl.load(e1_ptr + emb_row + cols[None, :]), 0.0)  # [BLOCK_M, H]
+    h = _hidden_layer(h, w2_ptr + w_offset, b2_ptr + w_offset, e2_ptr, emb_row, cols, H, DOT, PER_ROW_T)
+    h = _hidden_layer(h, w3_ptr + w_offset, b3_ptr + w_offset, e3_ptr, emb_row, cols, H, DOT, PER_ROW_T)
     # Layer 4 has N = 2, below tl.dot's minimum: two row-wise dot products.
-    eps0 = tl.sum(h * tl.load(w4_ptr + cols)[None, :], axis=1) + tl.load(b4_ptr)
-    eps1 = tl.sum(h * tl.load(w4_ptr + H + cols)[None, :], axis=1) + tl.load(b4_ptr + 1)
+    eps0 = tl.sum(h * tl.load(w4_ptr + w_offset + cols)[None, :], axis=1) + tl.load(b4_ptr + w_offset)
+    eps1 = tl.sum(h * tl.load(w4_ptr + w_offset + H + cols)[None, :], axis=1) + tl.load(b4_ptr + w_offset + 1)
     return eps0, eps1
 
 

@@ -8,11 +8,13 @@ import torch
 # Read once, like triton itself: @triton.jit looks at TRITON_INTERPRET when the kernel
 # modules are imported, so setting it later does not make CPU launches possible.
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
-# Rows per program. On a GPU, 64 rows keep a [64, 128] float32 activation block in
-# registers with 4 warps. The interpreter pays per program, not per row, so it gets
-# fewer, larger blocks; the noise is keyed by row, so results do not depend on this.
-DEFAULT_BLOCK_M = 256 if INTERPRET else 64
-DEFAULT_NUM_WARPS = 4
+# Rows per program and warps on a GPU (benchmarks/compile_report.py shows what they cost in
+# registers, shared memory and occupancy). The interpreter pays per program, not per row, so
+# it gets fewer, larger blocks; the noise is keyed by row, so results do not depend on this.
+GPU_BLOCK_M = 64
+GPU_NUM_WARPS = 4
+DEFAULT_BLOCK_M = 256 if INTERPRET else GPU_BLOCK_M
+DEFAULT_NUM_WARPS = GPU_NUM_WARPS
 # No software pipelining: the loop-invariant weight loads of the fused sampler would
 # otherwise be multi-buffered, and at 3 stages its shared memory reaches 297-397 KB for
 # fp32/tf32 with injected noise, past the 227 KB a block may have on sm_90

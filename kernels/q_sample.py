@@ -9,7 +9,8 @@ from ._common import STREAM_Q_SAMPLE, _gaussian_pair
 from ._runtime import as_float32_rows, check_launch, seed_tensor
 
 
-@triton.jit
+# N, the stride and the offset are runtime values: one compile serves every N.
+@triton.jit(do_not_specialize=["t_stride", "N", "row_offset"])
 def _q_sample_kernel(x0_ptr,  # [N, 2] float32, x_0
                      t_ptr,  # [N] int64 timesteps (stride 0: one for all rows)
                      t_stride,

@@ -7,18 +7,20 @@ import triton.language as tl
 
 from ._common import _mlp_eps, _reverse_update, _step_noise
 from ._runtime import DEFAULT_BLOCK_M, DEFAULT_NUM_STAGES, DEFAULT_NUM_WARPS, as_float32_rows, check_launch, seed_tensor
-from .pack import MLPPack
+from .weights import MLPWeights, dot_mode
 
 
-@triton.jit
+# N and the chunk's row offset are runtime values: one compile serves every N.
+@triton.jit(do_not_specialize=["N", "row_offset"])
 def _sampler_kernel(x_ptr,  # [N, 2] float32, x_T
                     out_ptr,  # [N, 2] float32, x_0
                     traj_ptr,  # [T // KEEP_EVERY + 1, N, 2] float32 when KEEP_EVERY > 0
                     noise_ptr,  # [T, N, 2] float32 when NOISE_GIVEN; noise[i] is the z at t = T-1-i
                     seed_ptr,  # [1] int64, key of the drawn z
                     coeff_ptr, inv_sqrt_alphas_ptr, sigma_ptr,  # [T] float32 step tables
-                    w1_ptr, emb_ptr, w2_ptr, w3_ptr, w4_ptr, b4_ptr,  # the MLPPack
+                    w1_ptr, b1_ptr, e1_ptr, w2_ptr, b2_ptr, e2_ptr, w3_ptr, b3_ptr, e3_ptr, w4_ptr, b4_ptr,  # MLPWeights
                     N, row_offset,
+                    w_step_stride,  # 0: every step reads the same weights (see below)
                     T: tl.constexpr,  # steps: a constant trip count (and triton 3.6's interpreter
                                       # cannot loop to a runtime bound with numpy 2)
                     H: tl.constexpr, DOT: tl.constexpr, NOISE_GIVEN: tl.constexpr,
@@ -33,7 +35,13 @@ def _sampler_kernel(x_ptr,  # [N, 2] float32, x_T
         tl.store(traj_ptr + rows * 2 + 1, x1, mask=mask)
     for i in range(0, T):
         t = T - 1 - i
-        eps0, eps1 = _mlp_eps(x0, x1, t * H, w1_ptr, emb_ptr, w2_ptr, w3_ptr, w4_ptr, b4_ptr, T, H, DOT)
+        # The weights' address moves by w_step_stride (0) per step. As a runtime value it stops
+        # the compiler from hoisting the weight reads out of the loop. Hoisted, the TF32 hi/lo
+        # operands of both layers would need 256 KB of shared memory (a block may have 227 KB),
+        # and the bias and layer-1/4 vectors would pin 32 registers each for the whole loop
+        # (kilobytes of spills); re-read from L2 at each step, one [H, H] operand at a time is held.
+        eps0, eps1 = _mlp_eps(x0, x1, t * H, i * w_step_stride, w1_ptr, b1_ptr, e1_ptr, w2_ptr, b2_ptr, e2_ptr,
+                              w3_ptr, b3_ptr, e3_ptr, w4_ptr, b4_ptr, H, DOT)
         z0, z1 = _step_noise(noise_ptr, i, N, rows, mask, seed, t, row_offset, NOISE_GIVEN)
         x0 = _reverse_update(x0, eps0, z0, t, coeff_ptr, inv_sqrt_alphas_ptr, sigma_ptr)
         x1 = _reverse_update(x1, eps1, z1, t, coeff_ptr, inv_sqrt_alphas_ptr, sigma_ptr)
@@ -46,9 +54,10 @@ def _sampler_kernel(x_ptr,  # [N, 2] float32, x_T
     tl.store(out_ptr + rows * 2 + 1, x1, mask=mask)
 
 
-def sample_fused(pack: MLPPack, x_T: torch.Tensor, tables, *, noise: torch.Tensor | None = None,
-                 seed: torch.Tensor | int | None = None, keep_every: int = 0, row_offset: int = 0,
-                 out: torch.Tensor | None = None, block_m: int = DEFAULT_BLOCK_M, num_warps: int = DEFAULT_NUM_WARPS):
+def sample_fused(weights: MLPWeights, x_T: torch.Tensor, tables, *, precision: str = "fp32",
+                 noise: torch.Tensor | None = None, seed: torch.Tensor | int | None = None, keep_every: int = 0,
+                 row_offset: int = 0, out: torch.Tensor | None = None, block_m: int = DEFAULT_BLOCK_M,
+                 num_warps: int = DEFAULT_NUM_WARPS):
     """Run the whole reverse process from x_T [N, 2] in one launch.
 
     Returns x_0 [N, 2], and with ``keep_every = k > 0`` also the trajectory
@@ -58,9 +67,10 @@ def sample_fused(pack: MLPPack, x_T: torch.Tensor, tables, *, noise: torch.Tenso
     """
     coeff, inv_sqrt_alphas, sigma = tables
     device = x_T.device
-    check_launch(device, weights=pack.emb, coeff=coeff, noise=noise)
+    dot = dot_mode(precision)
+    check_launch(device, weights=weights.w2, coeff=coeff, noise=noise)
     x_T = as_float32_rows(x_T, "x_T")
-    n, n_steps = x_T.shape[0], pack.n_steps
+    n, n_steps = x_T.shape[0], weights.n_steps
     if coeff.shape != (n_steps,):
         raise ValueError(f"the step tables must have shape [{n_steps}], got {list(coeff.shape)}")
     if noise is not None and (tuple(noise.shape) != (n_steps, n, 2) or noise.dtype != torch.float32):
@@ -72,7 +82,7 @@ def sample_fused(pack: MLPPack, x_T: torch.Tensor, tables, *, noise: torch.Tenso
     if n:
         _sampler_kernel[(triton.cdiv(n, block_m),)](
             x_T, out, traj, noise.contiguous() if noise is not None else x_T, seed_tensor(seed, device),
-            coeff, inv_sqrt_alphas, sigma, *pack.pointers(), n, row_offset, T=n_steps,
-            H=pack.hidden, DOT=pack.dot_mode, NOISE_GIVEN=noise is not None, KEEP_EVERY=keep_every,
+            coeff, inv_sqrt_alphas, sigma, *weights.pointers(), n, row_offset, 0, T=n_steps,
+            H=weights.hidden, DOT=dot, NOISE_GIVEN=noise is not None, KEEP_EVERY=keep_every,
             BLOCK_M=block_m, num_warps=num_warps, num_stages=DEFAULT_NUM_STAGES)
     return (out, traj) if keep_every else out

@@ -16,29 +16,30 @@ def _unavailable(device: torch.device) -> str | None:
 
 
 def _prepare(job: SamplingJob):
-    from ..kernels import pack_mlp
+    from ..kernels import mlp_weights
     from ..kernels._runtime import seed_tensor
     if job.precision == "bf16" and job.device.type == "cpu":
         raise RuntimeError("precision 'bf16' needs a GPU: the Triton interpreter has no bfloat16")
-    pack = pack_mlp(job.model, job.precision)
-    if pack.n_steps != job.n_steps:
-        raise ValueError(f"the model's step embeddings hold {pack.n_steps} timesteps but the schedule has "
+    weights = mlp_weights(job.model)  # views of the parameters: read afresh by every launch
+    if weights.n_steps != job.n_steps:
+        raise ValueError(f"the model's step embeddings hold {weights.n_steps} timesteps but the schedule has "
                          f"{job.n_steps}")
-    if pack.emb.device != job.device:
-        raise ValueError(f"the model is on {pack.emb.device} but the sampler runs on {job.device}")
+    if weights.device != job.device:
+        raise ValueError(f"the model is on {weights.device} but the sampler runs on {job.device}")
     x_T = draw_x_T(job)
     seed = seed_tensor(job.seed, job.device, job.generator)
     noise = None if job.noise is None else job.noise.float()
-    return pack, x_T, noise, seed, step_tables(job.betas, job.one_minus_alphas_bar_sqrt, job.final_noise)
+    return weights, x_T, noise, seed, step_tables(job.betas, job.one_minus_alphas_bar_sqrt, job.final_noise)
 
 
 def _run_step(job: SamplingJob) -> torch.Tensor:
     from ..kernels import p_sample_step
-    pack, x, noise, seed, tables = _prepare(job)
+    weights, x, noise, seed, tables = _prepare(job)
     states = [x]
     for t in reversed(range(job.n_steps)):
         with step_range(t):
-            x = p_sample_step(pack, x, t, tables, noise=noise, seed=seed, row_offset=job.row_offset)
+            x = p_sample_step(weights, x, t, tables, precision=job.precision, noise=noise, seed=seed,
+                              row_offset=job.row_offset)
         if job.trajectory:
             states.append(x)
     return torch.stack(states) if job.trajectory else x
@@ -46,10 +47,11 @@ def _run_step(job: SamplingJob) -> torch.Tensor:
 
 def _run_fused(job: SamplingJob) -> torch.Tensor:
     from ..kernels import sample_fused
-    pack, x_T, noise, seed, tables = _prepare(job)
+    weights, x_T, noise, seed, tables = _prepare(job)
+    kwargs = dict(precision=job.precision, noise=noise, seed=seed, row_offset=job.row_offset)
     if job.trajectory:
-        return sample_fused(pack, x_T, tables, noise=noise, seed=seed, keep_every=1, row_offset=job.row_offset)[1]
-    return sample_fused(pack, x_T, tables, noise=noise, seed=seed, row_offset=job.row_offset)
+        return sample_fused(weights, x_T, tables, keep_every=1, **kwargs)[1]
+    return sample_fused(weights, x_T, tables, **kwargs)
 
 
 _PRECISIONS = ("fp32", "tf32", "bf16")

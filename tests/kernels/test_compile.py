@@ -1,9 +1,11 @@
-"""The kernels lower to sm_90 code (H100/H200) as launched, within a block's shared memory.
+"""The kernels lower to sm_90 code (H100/H200) as launched, within their resource budgets.
 
 The interpreter proves indexing and algebra, not that the kernels compile for a GPU: a
-non-constexpr global or an op the backend lacks only fails there. This compiles every
-launcher configuration with Triton's own compiler and ptxas, no GPU needed, in a
-subprocess without TRITON_INTERPRET.
+non-constexpr global, an op the backend lacks, shared memory over a block's limit or
+kilobytes of register spills only show there. This compiles one variant of each kernel in
+each precision with Triton's own compiler and ptxas, no GPU needed, in a subprocess without
+TRITON_INTERPRET; the report exits 1 on a failed compile or a broken smem/spill budget.
+Compile seconds are printed, not asserted: they depend on how busy the machine is.
 """
 import os
 import subprocess
@@ -16,9 +18,15 @@ REPORT = Path(__file__).resolve().parents[2] / "benchmarks" / "compile_report.py
 
 
 @pytest.mark.skipif(not REPORT.exists(), reason="benchmarks/compile_report.py is not in this tree")
-def test_kernels_compile_for_sm90():
+def test_kernels_compile_for_sm90_within_budgets():
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
-    done = subprocess.run([sys.executable, str(REPORT), "90"], env=env, capture_output=True, text=True, timeout=900)
+    done = subprocess.run([sys.executable, str(REPORT), "90", "--quick"], env=env, capture_output=True, text=True,
+                          timeout=1800)
+    print(done.stdout)
     assert done.returncode == 0, done.stdout + done.stderr[-3000:]
-    assert done.stdout.count("smem") == 14  # every launcher configuration compiled
+    lines = [line for line in done.stdout.splitlines() if line.split(" ")[0] in
+             ("sampler", "sampler+noise+traj", "p_sample", "mlp", "q_sample")]
+    assert len(lines) == 4 * 3 + 1  # 2 sampler variants, p_sample and mlp in fp32, tf32, bf16; q_sample
+    assert all(" regs " in line and "FAILED" not in line for line in lines)
+    assert all("wgmma" in line for line in lines if not line.startswith("q_sample"))  # tensor cores in every precision

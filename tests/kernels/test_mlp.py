@@ -3,7 +3,7 @@ import pytest
 import torch
 
 import ddpm_fast as D
-from ddpm_fast.kernels import check_fused_layout, mlp_forward, pack_mlp
+from ddpm_fast.kernels import check_fused_layout, mlp_forward, mlp_weights
 from helpers import assert_close, float64_model, precisions_for
 
 
@@ -21,21 +21,32 @@ def test_mlp_parity(device, n, shared_t):
     t_rows = torch.as_tensor(t, device="cpu").expand(n) if shared_t is not None else t.cpu()
     expected = float64_model(model)(x.double().cpu(), t_rows)
     for precision in precisions_for(device):
-        assert_close(mlp_forward(pack_mlp(model, precision), x, t), expected, precision, one_step=True)
+        assert_close(mlp_forward(mlp_weights(model), x, t, precision), expected, precision, one_step=True)
 
 
-def test_pack_is_cached_and_refreshed_in_place(device):
+@pytest.mark.parametrize("update", ["in place", "through .data", "replaced", "load_state_dict"])
+def test_kernels_see_every_kind_of_weight_update(device, update):
+    """The kernels read the live parameters: an optimizer step, an EMA update through
+    ``p.data`` (which does not move ``p._version``), a replaced parameter and
+    ``load_state_dict`` are all seen by the next launch."""
+    torch.manual_seed(7)
     model = D.MLPDiffusion(100).to(device)
-    pack = pack_mlp(model)
-    assert pack_mlp(model) is pack
+    other = D.MLPDiffusion(100).to(device)
     x, t = torch.randn(5, 2, device=device), torch.full((5,), 3, device=device)
-    before = mlp_forward(pack, x, t)
-    with torch.no_grad():
-        model.linears[2].weight.mul_(2)  # in place, as an optimizer step
-    again = pack_mlp(model)
-    assert again is pack  # same buffers: a captured graph sees the new weights
-    assert_close(mlp_forward(again, x, t), model(x, t).double(), "fp32", one_step=True)
-    assert not torch.allclose(before, mlp_forward(again, x, t))
+    before = mlp_forward(mlp_weights(model), x, t)
+    layer = model.linears[2]
+    if update == "in place":
+        with torch.no_grad():
+            layer.weight.mul_(2)
+    elif update == "through .data":
+        layer.weight.data.mul_(0.5).add_(0.5 * other.linears[2].weight.data)  # as EMA code does
+    elif update == "replaced":
+        layer.weight = torch.nn.Parameter(other.linears[2].weight.detach().clone())
+    else:
+        model.load_state_dict(other.state_dict())
+    after = mlp_forward(mlp_weights(model), x, t)
+    assert_close(after, float64_model(model)(x.double().cpu(), t.cpu()), "fp32", one_step=True)
+    assert not torch.allclose(before, after)
 
 
 @pytest.mark.parametrize("make,match", [
@@ -52,12 +63,12 @@ def test_other_depth_is_rejected():
     model = D.MLPDiffusion(100)
     model.linears.append(torch.nn.ReLU())
     with pytest.raises(NotImplementedError, match="not supported by the fused kernels: expected 7"):
-        pack_mlp(model)
+        mlp_weights(model)
 
 
 def test_bad_inputs(device):
     model = D.MLPDiffusion(100).to(device)
-    pack = pack_mlp(model)
+    pack = mlp_weights(model)
     with pytest.raises(ValueError, match=r"shape \[N, 2\]"):
         mlp_forward(pack, torch.randn(4, 3, device=device), 0)
     with pytest.raises(TypeError, match="float32"):
@@ -74,5 +85,5 @@ def test_non_contiguous_points(device):
     wide = torch.randn(9, 4, device=device)
     x = wide[:, 1:3]  # a strided view
     assert not x.is_contiguous()
-    assert_close(mlp_forward(pack_mlp(model), x, 5), model(x.contiguous(), torch.tensor([5], device=device)).double(),
+    assert_close(mlp_forward(mlp_weights(model), x, 5), model(x.contiguous(), torch.tensor([5], device=device)).double(),
                  "fp32", one_step=True)

@@ -4,7 +4,7 @@ import torch
 
 import ddpm_fast as D
 from ddpm_fast.backends._step import step_tables
-from ddpm_fast.kernels import pack_mlp, p_sample_step
+from ddpm_fast.kernels import mlp_weights, p_sample_step
 from helpers import assert_close, float64_model, precisions_for
 
 
@@ -20,14 +20,14 @@ def test_step_parity(device, n, t, final_noise):
                           final_noise=final_noise)
     tables = step_tables(sched.betas, sched.one_minus_alphas_bar_sqrt, final_noise)
     for precision in precisions_for(device):
-        out = p_sample_step(pack_mlp(model, precision), x, t, tables, noise=noise)
+        out = p_sample_step(mlp_weights(model), x, t, tables, precision=precision, noise=noise)
         assert_close(out, expected, precision, one_step=True)
 
 
 def test_drawn_noise_statistics_and_determinism(device):
     model, sched = D.MLPDiffusion(100).to(device), D.make_schedule().to(device)
     tables = step_tables(sched.betas, sched.one_minus_alphas_bar_sqrt, True)
-    pack, x = pack_mlp(model), torch.randn(4097, 2, device=device)
+    pack, x = mlp_weights(model), torch.randn(4097, 2, device=device)
     a = p_sample_step(pack, x, 99, tables, seed=11)
     assert torch.equal(a, p_sample_step(pack, x, 99, tables, seed=11))
     # the drawn z is (x_{t-1} - mean) / sigma: check it is standard normal
@@ -40,7 +40,7 @@ def test_drawn_noise_statistics_and_determinism(device):
 def test_bad_step_inputs(device):
     model, sched = D.MLPDiffusion(100).to(device), D.make_schedule().to(device)
     tables = step_tables(sched.betas, sched.one_minus_alphas_bar_sqrt, True)
-    pack, x = pack_mlp(model), torch.randn(5, 2, device=device)
+    pack, x = mlp_weights(model), torch.randn(5, 2, device=device)
     for bad_t in (-1, 100, 2.0):
         with pytest.raises(ValueError, match="must be an int in"):
             p_sample_step(pack, x, bad_t, tables)

@@ -4,7 +4,7 @@ import torch
 
 import ddpm_fast as D
 from ddpm_fast.backends._step import step_tables
-from ddpm_fast.kernels import pack_mlp, p_sample_step, sample_fused
+from ddpm_fast.kernels import mlp_weights, p_sample_step, sample_fused
 from ddpm_fast.metrics import sliced_wasserstein
 from helpers import assert_close, precisions_for, reference_trajectory_f64
 
@@ -22,7 +22,7 @@ def test_fused_sampler_parity(device, trained, n, final_noise):
     expected = reference_trajectory_f64(model, sched, x_T, noise, final_noise)
     tables = step_tables(sched.betas, sched.one_minus_alphas_bar_sqrt, final_noise)
     for precision in precisions_for(device):
-        out, traj = sample_fused(pack_mlp(model, precision), x_T, tables, noise=noise, keep_every=10)
+        out, traj = sample_fused(mlp_weights(model), x_T, tables, precision=precision, noise=noise, keep_every=10)
         assert_close(out, expected[-1], precision)
         assert traj.shape == (11, n, 2)
         assert_close(traj, expected[::10], precision)
@@ -33,7 +33,7 @@ def test_trajectory_every_state(device, trained):
     model, sched = trained[0].to(device), trained[1].to(device)
     x_T, noise = torch.randn(7, 2, device=device), torch.randn(100, 7, 2, device=device)
     tables = step_tables(sched.betas, sched.one_minus_alphas_bar_sqrt, True)
-    _, traj = sample_fused(pack_mlp(model), x_T, tables, noise=noise, keep_every=1)
+    _, traj = sample_fused(mlp_weights(model), x_T, tables, noise=noise, keep_every=1)
     assert traj.shape == (101, 7, 2) and torch.equal(traj[0], x_T)
     assert_close(traj, reference_trajectory_f64(model, sched, x_T, noise), "fp32")
 
@@ -42,7 +42,7 @@ def test_in_kernel_noise_deterministic_block_independent_and_shared_with_step(de
     model, sched = trained[0].to(device), trained[1].to(device)
     x_T = torch.randn(100, 2, device=device)
     tables = step_tables(sched.betas, sched.one_minus_alphas_bar_sqrt, True)
-    pack = pack_mlp(model)
+    pack = mlp_weights(model)
     a = sample_fused(pack, x_T, tables, seed=21, block_m=128)
     b = sample_fused(pack, x_T, tables, seed=21, block_m=128)
     c = sample_fused(pack, x_T, tables, seed=21, block_m=32)
@@ -69,7 +69,7 @@ def test_in_kernel_noise_samples_the_data(device, trained):
 def test_empty_and_bad_inputs(device, trained):
     model, sched = trained[0].to(device), trained[1].to(device)
     tables = step_tables(sched.betas, sched.one_minus_alphas_bar_sqrt, True)
-    pack = pack_mlp(model)
+    pack = mlp_weights(model)
     assert sample_fused(pack, torch.empty(0, 2, device=device), tables, seed=0).shape == (0, 2)
     with pytest.raises(ValueError, match=r"noise must be float32 \[100, 3, 2\]"):
         sample_fused(pack, torch.randn(3, 2, device=device), tables,
