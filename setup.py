@@ -10,7 +10,7 @@ setup(
     # kernels/ is the subpackage ddpm_fast.kernels; no top-level 'kernels' module is installed
     packages=["ddpm_fast", "ddpm_fast.backends", "ddpm_fast.kernels"],
     package_dir={"ddpm_fast": "ddpm_fast", "ddpm_fast.kernels": "kernels"},
-    package_data={"ddpm_fast": ["pretrained/*.pt"]},
+    package_data={"ddpm_fast": ["pretrained/*.pt"], "ddpm_fast.backends": ["*.json"]},
     install_requires=["torch>=2.4", "numpy", "scikit-learn", "matplotlib", "tqdm"],
     extras_require={
         "triton": ["triton>=3.2"],

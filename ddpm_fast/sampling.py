@@ -19,7 +19,7 @@ def run_backend(backend: str, model: nn.Module, betas: torch.Tensor,
                 trajectory=False, row_offset=0) -> torch.Tensor:
     """Run one backend on already-checked inputs; x_0 [N, 2] or trajectory [T+1, N, 2]."""
     device = betas.device
-    chosen = resolve_backend(backend, device, precision)
+    chosen = resolve_backend(backend, device, precision, bare_generator=generator is not None and seed is None)
     job = SamplingJob(model=model, betas=betas, one_minus_alphas_bar_sqrt=one_minus_alphas_bar_sqrt,
                       shape=tuple(shape), device=device, x_T=x_T, noise=noise, final_noise=final_noise,
                       generator=generator, seed=seed, precision=precision, trajectory=trajectory,

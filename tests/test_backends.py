@@ -119,3 +119,36 @@ def test_chunked_triton_noise_is_keyed_by_global_row(device, model):
 def test_generator_and_seed_are_exclusive(model):
     with pytest.raises(ValueError, match="either seed or generator"):
         D.sample(model, 3, seed=1, generator=torch.Generator(), backend="eager")
+
+
+def test_chunk_seeds_differ_per_chunk():
+    from ddpm_fast.backends.cudagraph import chunk_seed
+    assert chunk_seed(5, 0) == 5  # an unchunked call keeps the caller's seed
+    seeds = {chunk_seed(5, offset) for offset in range(0, 64 << 20, 1 << 20)}
+    assert len(seeds) == 64 and all(0 <= s < 2**63 for s in seeds)
+    assert chunk_seed(5, 1 << 20) != chunk_seed(6, 1 << 20)
+
+
+def test_auto_order_on_cuda_measured_or_safe(monkeypatch):
+    from ddpm_fast import backends
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Some GPU")
+    monkeypatch.setattr(backends, "_measured_orders", lambda: {"Some GPU": {"bf16": ["triton-fused", "eager"]}})
+    cuda = torch.device("cuda", 0)
+    assert backends.auto_order(cuda, "bf16") == ("triton-fused", "eager")  # measured on this card
+    assert backends.auto_order(cuda, "fp32") == backends.UNMEASURED_CUDA_ORDER  # not measured
+    assert "compile" not in backends.UNMEASURED_CUDA_ORDER  # its first call costs tens of seconds
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Another GPU")
+    assert backends.auto_order(cuda, "bf16") == backends.UNMEASURED_CUDA_ORDER
+
+
+def test_auto_skips_a_backend_that_cannot_take_a_bare_generator(monkeypatch):
+    from ddpm_fast import backends
+    monkeypatch.setitem(backends.AUTO_ORDER, "cpu", ("cudagraph", "eager"))
+    import dataclasses
+    runnable_here = dataclasses.replace(backends.get_backend("cudagraph"), unavailable_reason=lambda device: None)
+    monkeypatch.setitem(backends._REGISTRY, "cudagraph", runnable_here)
+    with pytest.warns(RuntimeWarning, match="skipped cudagraph \\(takes a seed, not a generator\\)"):
+        chosen = backends.resolve_backend("auto", torch.device("cpu"), "fp32", bare_generator=True)
+    assert chosen.name == "eager"
+    assert backends.resolve_backend("auto", torch.device("cpu"), "fp32").name == "cudagraph"

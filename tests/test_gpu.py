@@ -31,7 +31,7 @@ def test_no_host_sync_in_sampling(trained, backend):
         torch.cuda.set_sync_debug_mode(0)
 
 
-def test_cudagraph_fresh_noise_seeds_and_stale_weights():
+def test_cudagraph_fresh_noise_and_seeds():
     torch.manual_seed(0)
     model = D.MLPDiffusion(100).cuda()
     a = D.sample(model, 500, backend="cudagraph")
@@ -41,14 +41,51 @@ def test_cudagraph_fresh_noise_seeds_and_stale_weights():
     d = D.sample(model, 500, seed=3, backend="cudagraph")
     assert torch.equal(c, d)
     assert len(cudagraph._graphs[model]) == 1  # one capture served all four calls
+
+
+@pytest.mark.parametrize("backend", ["cudagraph", "triton-step", "triton-fused"])
+def test_weight_updates_are_seen_by_an_existing_capture(backend):
+    """The same key twice, so the second call replays (cudagraph) or relaunches: weights changed
+    in place, through .data (EMA code; p._version does not move) and by replacement are all seen."""
+    torch.manual_seed(1)
+    model, sched = D.MLPDiffusion(100).cuda(), D.make_schedule()
+    other = D.MLPDiffusion(100).cuda()
     x_T, noise = torch.randn(500, 2, device="cuda"), torch.randn(100, 500, 2, device="cuda")
-    with torch.no_grad():
-        model.linears[2].weight.mul_(0.5)  # in place: the graph must see it
-    out = D.sample(model, 500, x_T=x_T, noise=noise, backend="cudagraph")
-    assert_close(out, reference_trajectory_f64(model, D.make_schedule(), x_T, noise)[-1], "fp32")
-    model.linears[4].weight = torch.nn.Parameter(torch.randn_like(model.linears[4].weight) * 0.05)  # replaced
-    out = D.sample(model, 500, x_T=x_T, noise=noise, backend="cudagraph")
-    assert_close(out, reference_trajectory_f64(model, D.make_schedule(), x_T, noise)[-1], "fp32")
+    D.sample(model, 500, x_T=x_T, noise=noise, backend=backend)  # captures (cudagraph)
+    updates = [lambda: model.linears[2].weight.mul_(0.5),
+               lambda: model.linears[4].weight.data.mul_(0.5).add_(0.5 * other.linears[4].weight.data),
+               lambda: model.step_embeddings[1].weight.data.copy_(other.step_embeddings[1].weight.data)]
+    for update in updates:
+        with torch.no_grad():
+            update()
+        out = D.sample(model, 500, x_T=x_T, noise=noise, backend=backend)
+        assert_close(out, reference_trajectory_f64(model, sched, x_T, noise)[-1], "fp32")
+    if backend == "cudagraph":
+        assert len(cudagraph._graphs[model]) == 1  # every call above replayed the first capture
+    model.linears[4].weight = torch.nn.Parameter(other.linears[4].weight.detach().clone())  # replaced
+    out = D.sample(model, 500, x_T=x_T, noise=noise, backend=backend)
+    assert_close(out, reference_trajectory_f64(model, sched, x_T, noise)[-1], "fp32")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_second_schedule_is_not_replayed_with_the_first_ones_tables(backend):
+    torch.manual_seed(2)
+    model = D.MLPDiffusion(100).cuda()
+    x_T, noise = torch.randn(300, 2, device="cuda"), torch.randn(100, 300, 2, device="cuda")
+    for kind in ("sigmoid", "linear", "cosine", "sigmoid"):
+        sched = D.make_schedule(100, kind)
+        out = D.sample(model, 300, schedule=sched, x_T=x_T, noise=noise, backend=backend)
+        assert_close(out, reference_trajectory_f64(model, sched, x_T, noise)[-1], "fp32")
+
+
+@pytest.mark.parametrize("backend", ["cudagraph", "triton-fused"])
+def test_seeded_chunks_draw_independent_noise(backend):
+    """Two chunks with the same x_T: equal rows would mean the chunks replayed the same noise."""
+    model = D.load_pretrained("cuda")[0]
+    half = torch.randn(1000, 2, device="cuda")
+    out = D.sample(model, 2000, x_T=torch.cat([half, half]), seed=5, backend=backend, chunk_size=1000)
+    assert not torch.isclose(out[:1000], out[1000:]).all(dim=1).any()
+    assert abs(torch.corrcoef(torch.stack([out[:1000, 0], out[1000:, 0]]))[0, 1]) < 0.5
 
 
 def test_fused_sampler_int64_offsets():

@@ -6,8 +6,11 @@ unknown name fails with the list of known ones.
 """
 from __future__ import annotations
 
+import json
 import warnings
 from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
 from typing import Callable, Optional
 
 import torch
@@ -45,16 +48,39 @@ class Backend:
     unavailable_reason: Callable[[torch.device], Optional[str]]
     precisions: tuple = ("fp32",)
     description: str = ""
+    takes_generator: bool = True  # False: draws its own noise and needs a seed (or injected noise)
 
 
 _REGISTRY: dict[str, Backend] = {}
-# Order tried by backend="auto", fastest first. On CUDA it is the order expected from
-# the cost model (one launch < one graph replay < 100 compiled steps < 100 launches
-# < eager); see README for what has been measured. On CPU only eager is chosen: the
-# compile backend pays tens of seconds of compilation that a single call never wins
-# back, and Triton on CPU is the interpreter, a checking tool.
-AUTO_ORDER = {"cuda": ("triton-fused", "cudagraph", "compile", "triton-step", "eager"),
-              "cpu": ("eager",)}
+# backend="auto" tries these in order, fastest first. On CPU only eager: compile pays tens
+# of seconds of compilation that a single call never wins back, and Triton on CPU is the
+# interpreter, a checking tool. On CUDA the order is the one measured on this card
+# (MEASURED_ORDER_FILE, written from benchmarks/gpu_check.sh's results by
+# benchmarks/auto_order.py); a card not measured yet gets UNMEASURED_CUDA_ORDER: only
+# paths whose first call costs seconds at most (a graph capture, a Triton compile of
+# 2-6 s on a 2-core machine, benchmarks/compile_report.py), so never torch.compile, whose
+# first call costs tens of seconds or minutes.
+AUTO_ORDER = {"cpu": ("eager",)}
+UNMEASURED_CUDA_ORDER = ("cudagraph", "triton-fused", "triton-step", "eager")
+MEASURED_ORDER_FILE = Path(__file__).with_name("auto_order.json")
+
+
+@lru_cache(maxsize=None)
+def _measured_orders() -> dict:
+    """{device name: {precision: [backend, ...]}} from MEASURED_ORDER_FILE ({} when absent)."""
+    try:
+        return json.loads(MEASURED_ORDER_FILE.read_text())["orders"]
+    except FileNotFoundError:
+        return {}
+
+
+def auto_order(device: torch.device, precision: str) -> tuple:
+    """The backends ``auto`` tries on ``device`` for ``precision``, fastest first."""
+    if device.type != "cuda":
+        return AUTO_ORDER.get(device.type, ("eager",))
+    name = torch.cuda.get_device_name(device) if torch.cuda.is_available() else None
+    measured = _measured_orders().get(name, {}).get(precision)
+    return tuple(measured) if measured else UNMEASURED_CUDA_ORDER
 
 
 def register_backend(backend: Backend) -> Backend:
@@ -86,9 +112,10 @@ def available_backends(device="cpu") -> dict[str, dict]:
     return report
 
 
-def resolve_backend(name: str, device: torch.device, precision: str) -> Backend:
+def resolve_backend(name: str, device: torch.device, precision: str, bare_generator: bool = False) -> Backend:
     """The backend to run: ``name`` itself (failing with the reason if it cannot run), or for
-    ``auto`` the first of ``AUTO_ORDER`` that can, with one warning if that is not the first."""
+    ``auto`` the first of ``auto_order`` that can, with one warning if that is not the first.
+    ``bare_generator``: the caller passed a generator and no seed, which some backends cannot use."""
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; known precisions: {', '.join(PRECISIONS)}")
     if name != "auto":
@@ -101,11 +128,15 @@ def resolve_backend(name: str, device: torch.device, precision: str) -> Backend:
                              f"not {precision!r}")
         return backend
     _load_builtin()
-    order = AUTO_ORDER.get(device.type, ("eager",))
     skipped = []
-    for candidate in order:
-        backend = _REGISTRY[candidate]
+    for candidate in auto_order(device, precision):
+        backend = _REGISTRY.get(candidate)
+        if backend is None:
+            skipped.append(f"{candidate} (not registered)")
+            continue
         reason = backend.unavailable_reason(device)
+        if reason is None and bare_generator and not backend.takes_generator:
+            reason = "takes a seed, not a generator"
         if reason is None and precision in backend.precisions:
             if skipped:
                 warnings.warn(f"backend 'auto' on {device} chose {candidate!r}; skipped "

@@ -1,12 +1,15 @@
 """``cudagraph``: the whole T-step loop captured once as one CUDA graph and replayed.
 
-One graph per (model, N, device, precision, noise injected or drawn, trajectory kept,
-final_noise, parameter addresses), with static input and output buffers. Drawn noise
-comes from the default CUDA generator inside the graph, which PyTorch advances on every
-replay: fresh noise without recapture. A seed replays under ``torch.random.fork_rng`` with
-that seed, so the caller's RNG state is left as it was. The graph reads the parameters by
-address, so in-place weight updates are seen; a replaced parameter changes the key and
-the loop is captured again.
+One graph per (model, N, T, device, precision, noise injected or drawn, trajectory kept,
+final_noise, parameter addresses), with static input and output buffers. The step tables
+are static inputs too, copied in before every replay, so a call with another schedule
+never replays the tables of an earlier one. Drawn noise comes from the default CUDA
+generator inside the graph, which PyTorch advances on every replay: fresh noise without
+recapture. A seed replays under ``torch.random.fork_rng``, so the caller's RNG state is left
+as it was; each chunk of a chunked request replays under its own seed, derived from the
+seed and the chunk's first row, so chunks never repeat each other's noise. The graph reads
+the parameters by address, so in-place weight updates (also through ``p.data``) are seen;
+a replaced parameter changes the key and the loop is captured again.
 """
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ import time
 import weakref
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from . import Backend, SamplingJob, register_backend
@@ -28,6 +32,7 @@ class _CapturedLoop:
     graph: "torch.cuda.CUDAGraph"
     x_T: torch.Tensor  # [N, 2] static input
     noise: torch.Tensor | None  # [T, N, 2] static input when noise is injected
+    tables: tuple  # (coeff, inv_sqrt_alphas, sigma), [T] each: static inputs
     result: torch.Tensor  # [N, 2] x_0, or [T+1, N, 2] trajectory
     # tensors made outside the capture that the graph reads: freed, their memory would be reused
     keep_alive: tuple = ()
@@ -44,7 +49,7 @@ def _loop(job: SamplingJob, x_T, noise, tables, timesteps):
 
 def _capture(job: SamplingJob) -> _CapturedLoop:
     start = time.perf_counter()
-    tables = step_tables(job.betas, job.one_minus_alphas_bar_sqrt, job.final_noise)
+    tables = tuple(t.clone() for t in step_tables(job.betas, job.one_minus_alphas_bar_sqrt, job.final_noise))
     timesteps = torch.arange(job.n_steps - 1, -1, -1, device=job.device)
     x_T = torch.zeros(job.shape, device=job.device)
     noise = None if job.noise is None else torch.zeros(job.n_steps, *job.shape, device=job.device)
@@ -57,11 +62,11 @@ def _capture(job: SamplingJob) -> _CapturedLoop:
     with torch.cuda.graph(graph), precision_context(job.precision, job.device):
         result = _loop(job, x_T, noise, tables, timesteps)
     capture_times[_key(job)] = time.perf_counter() - start
-    return _CapturedLoop(graph, x_T, noise, result, keep_alive=(tables, timesteps))
+    return _CapturedLoop(graph, x_T, noise, tables, result, keep_alive=(timesteps,))
 
 
 def _key(job: SamplingJob) -> tuple:
-    return (job.shape[0], str(job.device), job.precision, job.noise is not None, job.trajectory,
+    return (job.shape[0], job.n_steps, str(job.device), job.precision, job.noise is not None, job.trajectory,
             job.final_noise, tuple(p.data_ptr() for p in job.model.parameters()))
 
 
@@ -74,6 +79,8 @@ def _run(job: SamplingJob) -> torch.Tensor:
     if key not in per_model:
         per_model[key] = _capture(job)
     loop = per_model[key]
+    for static, table in zip(loop.tables, step_tables(job.betas, job.one_minus_alphas_bar_sqrt, job.final_noise)):
+        static.copy_(table)  # device to device: this call's schedule, no host sync
     loop.x_T.copy_(draw_x_T(job))
     if job.noise is not None:
         loop.noise.copy_(job.noise)
@@ -81,9 +88,19 @@ def _run(job: SamplingJob) -> torch.Tensor:
         loop.graph.replay()
     else:
         with torch.random.fork_rng([job.device]):
-            torch.cuda.manual_seed(job.seed)
+            torch.cuda.manual_seed(chunk_seed(job.seed, job.row_offset))
             loop.graph.replay()
     return loop.result.clone()  # the static output is overwritten by the next replay
+
+
+def chunk_seed(seed: int, row_offset: int) -> int:
+    """The seed a chunk starting at ``row_offset`` replays under: ``seed`` itself for the first
+    chunk, else a 63-bit seed hashed from (seed, row_offset) by NumPy's SeedSequence, so
+    the chunks of one request draw independent noise."""
+    if row_offset == 0:
+        return seed
+    words = np.random.SeedSequence([seed, row_offset]).generate_state(2, np.uint32)
+    return (int(words[0]) << 31) ^ int(words[1])
 
 
 def _unavailable(device: torch.device):
@@ -95,4 +112,4 @@ def _unavailable(device: torch.device):
 
 
 register_backend(Backend("cudagraph", _run, _unavailable, ("fp32", "tf32", "bf16"),
-                         "the whole loop captured once as a CUDA graph and replayed"))
+                         "the whole loop captured once as a CUDA graph and replayed", takes_generator=False))
