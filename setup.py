@@ -14,7 +14,7 @@ setup(
     install_requires=["torch>=2.4", "numpy", "scikit-learn", "matplotlib", "tqdm"],
     extras_require={
         "triton": ["triton>=3.2"],
-        "test": ["pytest", "pytest-benchmark"],
+        "test": ["pytest", "pytest-benchmark", "pytest-timeout", "hypothesis"],
     },
     entry_points={"console_scripts": ["ddpm-fast=ddpm_fast.cli:main"]},
 )

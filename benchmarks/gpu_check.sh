@@ -1,39 +1,62 @@
 #!/usr/bin/env bash
-# The one prepared GPU check: every CUDA parity test, then the benchmark sweep, in one call
-# (under 8 minutes on an H100 by its timeouts). Writes 8 files to OUTDIR (the device tool
-# returns at most 8): nvidia-smi.csv, tests.xml, tests.log, bench.json, bench_1e7.json,
-# bench.log, bench.png, summary.json; prints a short table last.
+# The one prepared GPU check, measurements first, every step time-boxed (under 8 minutes in
+# all), nothing from the network. Writes to OUTDIR (the device tool returns at most 8 files):
+#   measure.json  versions, GPU, clocks; first-launch (compile) times; per backend x precision
+#                 at N = 4096: error against float64, wall and device time; kernel resources
+#   bench.json    the benchmark, most important rows first, rewritten after every row
+#   bench.png     its throughput plot
+#   auto_order.json  backends fastest first per precision (benchmarks/auto_order.py installs it)
+#   tests.xml, tests.log  pytest on CUDA with per-test timeouts
+#   check.log     everything the steps printed
+#   summary.json  the above folded together; a short table is printed last
 #
-#   bash benchmarks/gpu_check.sh [OUTDIR]      # default: $OUT, else benchmarks/results/latest
-#
-# Needs torch with CUDA, triton, scikit-learn, matplotlib, pytest and pytest-benchmark already
-# installed; it installs this repo in editable mode without touching the network.
+#   bash benchmarks/gpu_check.sh [OUTDIR]            # on the GPU; OUTDIR default $OUT
+#   bash benchmarks/gpu_check.sh --dry-run OUTDIR    # every step on CPU at tiny sizes (CI runs it)
 set -uo pipefail
+dry=0
+if [ "${1:-}" = "--dry-run" ]; then dry=1; shift; fi
 out=${1:-${OUT:-benchmarks/results/latest}}
 mkdir -p "$out" && out=$(cd "$out" && pwd)
-export DDPM_FAST_DEVICE=cuda PYTHONUNBUFFERED=1
-if ! python3 -m pip install -q --no-index --no-deps --no-build-isolation -e . >/tmp/ddpm_fast_install.log 2>&1; then
-  # No editable install: run from a copy laid out as installed (kernels/ inside the package).
-  echo "gpu_check: editable install failed ($(tail -n 1 /tmp/ddpm_fast_install.log)); using a copied tree"
-  tree=/tmp/ddpm_fast_tree && rm -rf "$tree" && mkdir -p "$tree"
-  cp -r ddpm_fast tests benchmarks pytest.ini "$tree"/ && cp -r kernels "$tree"/ddpm_fast/kernels && cd "$tree"
+cd "$(dirname "$0")/.."
+export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+log="$out/check.log"
+: >"$log"
+if ! python3 -c "import ddpm_fast.kernels" 2>/dev/null; then
+  # Not installed: lay the tree out as installed (kernels/ inside the package), no network needed.
+  tree=$(mktemp -d) && cp -r ddpm_fast tests benchmarks pytest.ini "$tree"/ && cp -r kernels "$tree"/ddpm_fast/kernels
+  cd "$tree" && export PYTHONPATH="$tree"
+  echo "gpu_check: running from a copied tree $tree" | tee -a "$log"
 fi
-nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm --format=csv >"$out/nvidia-smi.csv" 2>&1
-
-# 1. Tests on CUDA: kernel parity at full sizes in every precision, every backend, no host sync.
-#    (The CPU-only reference, training and CLI tests run in CI and are left out here.)
-timeout 270 python3 -m pytest tests/kernels tests/test_backends.py tests/test_gpu.py tests/test_errors.py -q -p no:cacheprovider --junitxml="$out/tests.xml" >"$out/tests.log" 2>&1
-echo "tests exit code $?" >>"$out/tests.log"
-tail -n 25 "$out/tests.log"
-
-# 2. Benchmark sweep: every backend x N x precision against eager, with the matmul ceiling.
-timeout 150 python3 -m ddpm_fast bench --device cuda --n 1000,10000,100000,1000000 \
-  --backends eager,compile,cudagraph,triton-step,triton-fused --precisions fp32,tf32,bf16 \
-  --repeats 10 --json "$out/bench.json" --plot "$out/bench.png" >"$out/bench.log" 2>&1
-echo "bench exit code $?" >>"$out/bench.log"
-# N = 1e7 for the two fastest paths only (eager at 1e7 alone would take most of a minute).
-timeout 45 python3 -m ddpm_fast bench --device cuda --n 10000000 --backends cudagraph,triton-fused \
-  --precisions fp32,bf16 --repeats 3 --json "$out/bench_1e7.json" >>"$out/bench.log" 2>&1
-echo "bench 1e7 exit code $?" >>"$out/bench.log"
-
-python3 benchmarks/summarize_gpu_check.py "$out"
+# step SECONDS NAME COMMAND...: SIGINT at the limit (Python unwinds and writes), SIGKILL 15 s later
+step() {
+  local limit=$1 name=$2; shift 2
+  echo "== $name (limit ${limit}s): $*" | tee -a "$log"
+  timeout -s INT -k 15 "$limit" "$@" >>"$log" 2>&1
+  local rc=$?
+  echo "== $name exit code $rc" | tee -a "$log"
+  return $rc
+}
+failed=0
+if [ $dry = 1 ]; then
+  export DDPM_FAST_DEVICE=cpu TRITON_INTERPRET=1
+  step 120 measure python3 benchmarks/gpu_measure.py "$out" --dry-run || failed=1
+  step 120 bench python3 -m ddpm_fast bench --device cpu --n 64,256 --backends eager,compile,cudagraph,triton-step,triton-fused \
+    --precisions fp32,bf16 --repeats 2 --priority --json "$out/bench.json" --plot "$out/bench.png" || failed=1
+  step 120 tests python3 -m pytest tests/test_gpu.py tests/test_errors.py -q -p no:cacheprovider -o timeout=60 \
+    -rfE --durations=10 --junitxml="$out/tests.xml" || failed=1
+else
+  export DDPM_FAST_DEVICE=cuda
+  nvidia-smi >>"$log" 2>&1
+  step 170 measure python3 benchmarks/gpu_measure.py "$out"
+  # The benchmark, most important first (--priority): N = 1e4 and 1e6, eager fp32, then
+  # cudagraph and triton-fused in tf32 and bf16, then the rest.
+  step 150 bench python3 -m ddpm_fast bench --device cuda --n 10000,1000000,1000 \
+    --backends eager,compile,cudagraph,triton-step,triton-fused --precisions fp32,tf32,bf16 \
+    --repeats 10 --priority --json "$out/bench.json" --plot "$out/bench.png"
+  step 130 tests python3 -m pytest tests/kernels tests/test_backends.py tests/test_gpu.py tests/test_errors.py \
+    -q -p no:cacheprovider -o timeout=60 -rfE --durations=15 --junitxml="$out/tests.xml" \
+    --deselect tests/kernels/test_compile.py::test_kernels_compile_for_sm90_within_budgets
+fi
+grep -v "^\[measure\]" "$log" | sed -n '/== tests/,/== tests exit/p' >"$out/tests.log"
+python3 benchmarks/summarize_gpu_check.py "$out" || failed=1
+exit $failed

@@ -1,4 +1,4 @@
-"""Fold the GPU check's outputs into summary.json and print the short table (last in the output)."""
+"""Fold the GPU check's outputs into summary.json and auto_order.json; print the short table last."""
 import json
 import os
 import sys
@@ -44,23 +44,45 @@ def targets(bench):
     return out
 
 
+def _write(path, data):
+    with open(path + ".tmp", "w") as f:
+        json.dump(data, f, indent=2)
+    os.replace(path + ".tmp", path)
+
+
 def main(out):
-    bench, bench_1e7 = load(os.path.join(out, "bench.json")), load(os.path.join(out, "bench_1e7.json"))
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+    from ddpm_fast.bench import auto_order_from
+    measure, bench = load(os.path.join(out, "measure.json")), load(os.path.join(out, "bench.json"))
+    items = (measure or {}).get("items", {})
     summary = {"tests": test_counts(os.path.join(out, "tests.xml")),
-               "environment": bench["environment"] if bench else None,
-               "targets": targets(bench) if bench else None,
-               "bench": bench, "bench_1e7": bench_1e7}
-    with open(os.path.join(out, "summary.json"), "w") as f:
-        json.dump(summary, f, indent=2)
+               "environment": items.get("environment"),
+               "errors_vs_float64": {k: {f: v.get(f) for f in ("max_abs_error", "rel_norm_error", "first_call_s",
+                                                              "wall_s", "kernel_device_s", "error", "skipped")
+                                         if f in v}
+                                     for k, v in items.items() if k.startswith("parity")},
+               "targets": targets(bench) if bench and bench.get("rows") else None,
+               "measure": measure, "bench": bench}
+    _write(os.path.join(out, "summary.json"), summary)
+    if bench and bench.get("rows"):
+        device_name = bench["environment"]["device_name"]
+        _write(os.path.join(out, "auto_order.json"), {"orders": {device_name: auto_order_from(bench)}})
     print("\n== GPU check summary ==")
     t = summary["tests"]
     print("tests:", {k: v for k, v in t.items() if k != "failed_cases"}, *t.get("failed_cases", [])[:15], sep="\n  ")
-    for path in ("bench.log",):
-        if os.path.exists(os.path.join(out, path)):
-            print(open(os.path.join(out, path)).read()[-6000:])
+    for key, value in summary["errors_vs_float64"].items():
+        if "max_abs_error" in value:
+            print(f"{key}: max abs {value['max_abs_error']:.2e}, rel norm {value['rel_norm_error']:.2e}, "
+                  f"first call {value['first_call_s']:.2f} s, wall {value['wall_s'] * 1e3:.2f} ms")
+        else:
+            print(f"{key}: {value.get('error') or 'skipped: ' + str(value.get('skipped'))}")
+    if bench:
+        from ddpm_fast.bench import format_table
+        print(format_table(bench))
     for name, value in (summary["targets"] or {}).items():
         print(f"{name}: {'-' if value is None else f'{value:.2f}'}")
+    return 0 if measure is not None else 1
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    sys.exit(main(sys.argv[1]))

@@ -10,7 +10,7 @@ import time
 
 import torch
 
-from .backends import available_backends
+from .backends import get_backend
 from .sampling import sample
 
 
@@ -51,7 +51,8 @@ def time_call(fn, device: torch.device, repeats: int, warmup: int) -> dict:
 
 def matmul_ceiling(device: torch.device, precision: str, size: int | None = None, repeats: int = 10) -> float:
     """TFLOP/s of a large square matmul in ``precision``: the ceiling the samplers are held to."""
-    size = size or (8192 if device.type == "cuda" else 2048)
+    # CPU bfloat16 matmuls run far below float32 speed: a smaller problem keeps this to a second
+    size = size or (8192 if device.type == "cuda" else (512 if precision == "bf16" else 2048))
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     a = torch.randn(size, size, device=device, dtype=dtype)
     b = torch.randn(size, size, device=device, dtype=dtype)
@@ -81,15 +82,15 @@ def environment(device: torch.device) -> dict:
 
 
 def run_benchmark(model, schedule, device, ns, backends, precisions=("fp32",), repeats: int = 10,
-                  warmup: int = 2, seed: int = 0, on_update=None) -> dict:
-    """Time ``sample`` for every N x precision x backend that can run here.
+                  warmup: int = 2, seed: int = 0, on_update=None, cases=None) -> dict:
+    """Time ``sample`` for every N x precision x backend that can run here (or for ``cases``,
+    a list of (N, precision, backend) in the order to run them: most important first).
 
     What cannot run is skipped with the reason; a combination that raises is recorded with
     its error under ``failed`` and the sweep goes on. ``on_update(result)`` is called after
     each combination, so a caller can save partial results of a long sweep.
     """
     device = torch.device(device)
-    status = available_backends(device)
     hidden = model.linears[0].out_features if hasattr(model, "linears") else 128
     flops_per_point = flops_per_point_step(hidden) * schedule.n_steps
     result = {"environment": environment(device), "n_steps": schedule.n_steps,
@@ -97,41 +98,78 @@ def run_benchmark(model, schedule, device, ns, backends, precisions=("fp32",), r
               "matmul_ceiling_tflops": {p: matmul_ceiling(device, p) for p in precisions
                                         if p != "tf32" or device.type == "cuda"},
               "rows": [], "skipped": [], "failed": []}
-    for n in ns:
-        for precision in precisions:
-            for name in backends:
-                case = {"backend": name, "n": n, "precision": precision}
-                reason = _cannot_run(status.get(name), precision, result["matmul_ceiling_tflops"])
-                if reason:
-                    result["skipped"].append({**case, "reason": reason})
-                    continue
-                call = lambda: sample(model, n, schedule=schedule, seed=seed, backend=name,  # noqa: E731
-                                      precision=precision, device=device, chunk_size=None)
-                try:
-                    stats = time_call(call, device, repeats, warmup)
-                except Exception as err:  # recorded and reported, never counted as a result
-                    result["failed"].append({**case, "error": f"{type(err).__name__}: {err}"[:500]})
-                    continue
+    if cases is None:
+        cases = [(n, precision, name) for n in ns for precision in precisions for name in backends]
+    for n, precision, name in cases:
+        case = {"backend": name, "n": n, "precision": precision}
+        reason = _cannot_run(name, device, precision, result["matmul_ceiling_tflops"])
+        if reason:
+            result["skipped"].append({**case, "reason": reason})
+        else:
+            call = lambda: sample(model, n, schedule=schedule, seed=seed, backend=name,  # noqa: E731
+                                  precision=precision, device=device, chunk_size=None)
+            try:
+                stats = time_call(call, device, repeats, warmup)
+            except Exception as err:  # recorded and reported, never counted as a result
+                result["failed"].append({**case, "error": f"{type(err).__name__}: {err}"[:500]})
+            else:
                 tflops = flops_per_point * n / stats["median_s"] / 1e12
                 result["rows"].append({**case, **stats, "point_steps_per_s": n * schedule.n_steps / stats["median_s"],
                                        "tflops": tflops,
                                        "ceiling_fraction": tflops / result["matmul_ceiling_tflops"][precision]})
                 _add_speedups(result["rows"])
-                if on_update:
-                    on_update(result)
+        if on_update:
+            on_update(result)
     return result
 
 
-def _cannot_run(info, precision, ceilings):
-    if info is None:
-        return "unknown backend"
-    if not info["available"]:
-        return info["reason"]
-    if precision not in info["precisions"]:
-        return f"no {precision}"
-    if precision not in ceilings:
-        return f"{precision} needs CUDA"
-    return None
+def _cannot_run(name, device, precision, ceilings):
+    try:
+        reason = get_backend(name).cannot_run(device, precision)
+    except ValueError as err:  # an unknown name: says which names are known
+        return str(err)
+    if reason is None and precision not in ceilings:
+        reason = f"{precision} needs CUDA"
+    return reason
+
+
+def priority_cases(ns, backends, precisions) -> list:
+    """(N, precision, backend) most important first, for a sweep that may be cut short: at the
+    first two N, eager fp32 (the baseline), then cudagraph and triton-fused in tf32 and bf16,
+    then in fp32; then everything else in sweep order."""
+    first = []
+    for n in list(ns)[:2]:
+        first.append((n, "fp32", "eager"))
+        for precision in ("tf32", "bf16", "fp32"):
+            first += [(n, precision, b) for b in ("triton-fused", "cudagraph")]
+    everything = [(n, p, b) for n in ns for p in precisions for b in backends]
+    wanted = [case for case in first if case in everything]
+    return wanted + [case for case in everything if case not in wanted]
+
+
+def format_row(r: dict) -> str:
+    speedup = f"{r['speedup_vs_eager']:.1f}x" if r.get("speedup_vs_eager") else "-"
+    return (f"{r['backend']:<13}{r['precision']:<6}{r['n']:>9}{r['median_s'] * 1e3:>11.2f}"
+            f"{r['p20_s'] * 1e3:>9.2f}-{r['p80_s'] * 1e3:<9.2f}{r['first_call_s']:>9.2f}"
+            f"{r['point_steps_per_s'] / 1e6:>12.2f}{r['tflops']:>9.3f}"
+            f"{100 * r['ceiling_fraction']:>7.1f}%{speedup:>9}")
+
+
+def auto_order_from(result: dict) -> dict:
+    """{precision: [backend, ...]} fastest first, by the geometric mean of the median times over
+    the N that every ranked backend was timed at; for ``backend='auto'`` (backends/auto_order.json)."""
+    orders = {}
+    for precision in sorted({r["precision"] for r in result["rows"]}):
+        times = {}
+        for r in result["rows"]:
+            if r["precision"] == precision:
+                times.setdefault(r["backend"], {})[r["n"]] = r["median_s"]
+        common = set.intersection(*(set(t) for t in times.values()))
+        if not common:
+            continue
+        score = {b: statistics.geometric_mean([t[n] for n in common]) for b, t in times.items()}
+        orders[precision] = sorted(score, key=score.get) + (["eager"] if "eager" not in score else [])
+    return orders
 
 
 def _add_speedups(rows):
@@ -146,14 +184,9 @@ def format_table(result: dict) -> str:
     lines = [f"device {env['device_name']} | torch {env['torch']} | triton {env['triton']} | "
              f"T = {result['n_steps']} | ceilings (TFLOP/s): "
              + ", ".join(f"{p} {v:.2f}" for p, v in result["matmul_ceiling_tflops"].items()),
-             f"{'backend':<13}{'prec':<6}{'N':>9}{'median ms':>11}{'p20-p80 ms':>17}{'first s':>9}"
+             f"{'backend':<13}{'prec':<6}{'N':>9}{'median ms':>11}{'p20-p80 ms':>19}{'first s':>9}"
              f"{'Mpt-step/s':>12}{'TFLOP/s':>9}{'ceil %':>8}{'vs eager':>9}"]
-    for r in result["rows"]:
-        speedup = f"{r['speedup_vs_eager']:.1f}x" if r["speedup_vs_eager"] else "-"
-        lines.append(f"{r['backend']:<13}{r['precision']:<6}{r['n']:>9}{r['median_s'] * 1e3:>11.2f}"
-                     f"{r['p20_s'] * 1e3:>8.2f}-{r['p80_s'] * 1e3:<8.2f}{r['first_call_s']:>9.2f}"
-                     f"{r['point_steps_per_s'] / 1e6:>12.2f}{r['tflops']:>9.3f}"
-                     f"{100 * r['ceiling_fraction']:>7.1f}%{speedup:>9}")
+    lines += [format_row(r) for r in result["rows"]]
     for s in result["skipped"]:
         lines.append(f"skipped {s['backend']} {s['precision']} N={s['n']}: {s['reason']}")
     for f in result["failed"]:

@@ -145,18 +145,26 @@ def cmd_demo(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from .bench import format_table, plot_throughput, run_benchmark
+    from .bench import format_row, format_table, plot_throughput, priority_cases, run_benchmark
     from .backends import backend_names
     model, schedule, _ = _load(args)
     backends = args.backends.split(",") if args.backends else [b for b in backend_names() if b != "auto"]
+    ns, precisions = [int(float(n)) for n in args.n.split(",")], args.precisions.split(",")
+    reported = {"rows": 0}
 
     def save(result):  # after every combination, so a sweep cut short keeps what it measured
+        for row in result["rows"][reported["rows"]:]:
+            print(format_row(row), flush=True)
+        reported["rows"] = len(result["rows"])
         if args.json:
-            with open(args.json, "w") as f:
+            tmp = args.json + ".tmp"
+            with open(tmp, "w") as f:
                 json.dump(result, f, indent=2)
+            os.replace(tmp, args.json)
 
-    result = run_benchmark(model, schedule, args.device, [int(float(n)) for n in args.n.split(",")], backends,
-                           args.precisions.split(","), repeats=args.repeats, warmup=args.warmup, on_update=save)
+    result = run_benchmark(model, schedule, args.device, ns, backends, precisions, repeats=args.repeats,
+                           warmup=args.warmup, on_update=save,
+                           cases=priority_cases(ns, backends, precisions) if args.priority else None)
     save(result)
     print(format_table(result))
     if args.plot and result["rows"]:
@@ -242,6 +250,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--json", help="write the results as JSON here")
     p.add_argument("--plot", help="write the log-log throughput plot here (PNG)")
+    p.add_argument("--priority", action="store_true",
+                   help="most important rows first (eager fp32, then cudagraph/triton-fused in tf32, bf16, fp32)")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("profile", help="torch.profiler trace (Chrome JSON) and top kernels of one backend")

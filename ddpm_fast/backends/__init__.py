@@ -49,6 +49,15 @@ class Backend:
     precisions: tuple = ("fp32",)
     description: str = ""
     takes_generator: bool = True  # False: draws its own noise and needs a seed (or injected noise)
+    # None when ``precision`` (one of ``precisions``) can run on the device, else why not
+    precision_reason: Callable[[torch.device, str], Optional[str]] = lambda device, precision: None
+
+    def cannot_run(self, device: torch.device, precision: str) -> Optional[str]:
+        """None when this backend can run ``precision`` on ``device``, else the reason."""
+        reason = self.unavailable_reason(device)
+        if reason is None and precision not in self.precisions:
+            reason = f"supports precisions {', '.join(self.precisions)}, not {precision!r}"
+        return reason or self.precision_reason(device, precision)
 
 
 _REGISTRY: dict[str, Backend] = {}
@@ -126,6 +135,9 @@ def resolve_backend(name: str, device: torch.device, precision: str, bare_genera
         if precision not in backend.precisions:
             raise ValueError(f"backend {name!r} supports precisions {', '.join(backend.precisions)}, "
                              f"not {precision!r}")
+        reason = backend.precision_reason(device, precision)
+        if reason is not None:
+            raise RuntimeError(f"backend {name!r} cannot run {precision} on {device}: {reason}")
         return backend
     _load_builtin()
     skipped = []
@@ -134,15 +146,15 @@ def resolve_backend(name: str, device: torch.device, precision: str, bare_genera
         if backend is None:
             skipped.append(f"{candidate} (not registered)")
             continue
-        reason = backend.unavailable_reason(device)
+        reason = backend.cannot_run(device, precision)
         if reason is None and bare_generator and not backend.takes_generator:
             reason = "takes a seed, not a generator"
-        if reason is None and precision in backend.precisions:
+        if reason is None:
             if skipped:
                 warnings.warn(f"backend 'auto' on {device} chose {candidate!r}; skipped "
                               + "; ".join(skipped), RuntimeWarning, stacklevel=3)
             return backend
-        skipped.append(f"{candidate} ({reason or f'no {precision} support'})")
+        skipped.append(f"{candidate} ({reason})")
     raise RuntimeError(f"no backend can run precision {precision!r} on {device}: " + "; ".join(skipped))
 
 

@@ -72,4 +72,6 @@ def _unavailable(device: torch.device):
 
 
 register_backend(Backend("compile", _run, _unavailable, ("fp32", "tf32", "bf16"),
-                         "torch.compile of the per-step function (fullgraph, one graph for all t)"))
+                         "torch.compile of the per-step function (fullgraph, one graph for all t)",
+                         precision_reason=lambda device, precision: "needs a CUDA GPU"
+                         if precision == "tf32" and device.type != "cuda" else None))

@@ -18,8 +18,6 @@ def _unavailable(device: torch.device) -> str | None:
 def _prepare(job: SamplingJob):
     from ..kernels import mlp_weights
     from ..kernels._runtime import seed_tensor
-    if job.precision == "bf16" and job.device.type == "cpu":
-        raise RuntimeError("precision 'bf16' needs a GPU: the Triton interpreter has no bfloat16")
     weights = mlp_weights(job.model)  # views of the parameters: read afresh by every launch
     if weights.n_steps != job.n_steps:
         raise ValueError(f"the model's step embeddings hold {weights.n_steps} timesteps but the schedule has "
@@ -54,8 +52,14 @@ def _run_fused(job: SamplingJob) -> torch.Tensor:
     return sample_fused(weights, x_T, tables, **kwargs)
 
 
+def _precision_reason(device: torch.device, precision: str) -> str | None:
+    if precision == "bf16" and device.type == "cpu":
+        return "needs a GPU: the Triton interpreter has no bfloat16"
+    return None
+
+
 _PRECISIONS = ("fp32", "tf32", "bf16")
 register_backend(Backend("triton-step", _run_step, _unavailable, _PRECISIONS,
-                         "one Triton launch per step (MLP + update fused)"))
+                         "one Triton launch per step (MLP + update fused)", precision_reason=_precision_reason))
 register_backend(Backend("triton-fused", _run_fused, _unavailable, _PRECISIONS,
-                         "all steps in one Triton launch, points kept on chip"))
+                         "all steps in one Triton launch, points kept on chip", precision_reason=_precision_reason))
