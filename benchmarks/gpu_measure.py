@@ -34,6 +34,10 @@ from ddpm_fast.backends import get_backend  # noqa: E402
 from ddpm_fast.backends._step import step_tables  # noqa: E402
 from ddpm_fast.bench import environment  # noqa: E402
 
+# the float64 reference the parity tests use
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
+from helpers import reference_trajectory_f64  # noqa: E402
+
 BACKENDS = ("eager", "compile", "cudagraph", "triton-step", "triton-fused")
 PRECISIONS = ("fp32", "tf32", "bf16")
 
@@ -108,7 +112,6 @@ def _kernel_only(backend, model, sched, x_T, noise, precision, final_noise=True)
 
 
 def parity_and_timing(report, device, n, repeats):
-    from tests_helpers import reference_trajectory_f64  # noqa: F401  (see main: tests/ on the path)
     model, sched = D.load_pretrained(device)
     gen = torch.Generator("cpu").manual_seed(1234)
     x_T, noise = torch.randn(n, 2, generator=gen).to(device), torch.randn(sched.n_steps, n, 2, generator=gen).to(device)
@@ -164,6 +167,7 @@ def compile_times(report, device):
     model, sched = D.load_pretrained(device)
     tables = step_tables(sched.betas, sched.one_minus_alphas_bar_sqrt, True)
     x_T = torch.randn(1000 if device.type == "cuda" else 64, 2, device=device)
+    n_timed = 1_000_000 if device.type == "cuda" else 64
     for precision in PRECISIONS if device.type == "cuda" else ("fp32",):
         for block_m, warps in ((64, 4), (128, 8)):
             key = f"first launch sampler {precision} BLOCK_M={block_m} warps={warps}"
@@ -174,12 +178,11 @@ def compile_times(report, device):
                              num_warps=warps)
                 _sync(device)
                 first = time.perf_counter() - begin
-                call = lambda: sample_fused(mlp_weights(model), torch.randn(1_000_000 if device.type == "cuda"  # noqa
-                                            else 64, 2, device=device), tables, precision=precision, seed=0,
-                                            block_m=block_m, num_warps=warps)
+                x_big = torch.randn(n_timed, 2, device=device)
+                call = lambda: sample_fused(mlp_weights(model), x_big, tables, precision=precision,  # noqa: E731
+                                            seed=0, block_m=block_m, num_warps=warps)
                 wall, dev = _times(call, device, 5 if device.type == "cuda" else 1)
-                report.put(key, {"first_call_s": first, "n_timed": 1_000_000 if device.type == "cuda" else 64,
-                                 "wall_s": wall, "device_s": dev})
+                report.put(key, {"first_call_s": first, "n_timed": n_timed, "wall_s": wall, "device_s": dev})
             except Exception as err:
                 report.put(key, {"error": f"{type(err).__name__}: {err}"[:800]})
 
@@ -199,7 +202,4 @@ def main(out_dir):
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
-    import helpers as tests_helpers  # noqa: E402  the float64 reference the parity tests use
-    sys.modules["tests_helpers"] = tests_helpers
     sys.exit(main([a for a in sys.argv[1:] if not a.startswith("--")][0]))

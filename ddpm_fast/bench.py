@@ -168,7 +168,7 @@ def auto_order_from(result: dict) -> dict:
         if not common:
             continue
         score = {b: statistics.geometric_mean([t[n] for n in common]) for b, t in times.items()}
-        orders[precision] = sorted(score, key=score.get) + (["eager"] if "eager" not in score else [])
+        orders[precision] = sorted(score, key=score.get)
     return orders
 
 

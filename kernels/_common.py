@@ -48,8 +48,10 @@ def _hidden_layer(h, w_ptr, b_ptr, e_ptr, emb_row, cols, H: tl.constexpr, DOT: t
     them, in place or through ``.data``, is seen (also by a captured CUDA graph).
     """
     w_t_ptrs = w_ptr + cols[None, :] * H + cols[:, None]  # [H_in, H_out]: W^T
-    # The accumulator starts at bias + embedding: no [BLOCK_M, H] add after the products.
-    if PER_ROW_T:  # a [BLOCK_M, H] gather: added after the products, so it is not live during them
+    # The accumulator starts at bias + embedding, so no [BLOCK_M, H] add follows the products;
+    # per-row timesteps make the embedding a [BLOCK_M, H] gather, added after them instead so
+    # that it is not live (registers) during the products.
+    if PER_ROW_T:
         acc = tl.broadcast_to(tl.load(b_ptr + cols)[None, :], (h.shape[0], H))
     else:
         acc = tl.load(b_ptr + cols)[None, :] + tl.load(e_ptr + emb_row + cols[None, :])  # [1, H]

@@ -135,7 +135,8 @@ def test_auto_order_on_cuda_measured_or_safe(monkeypatch):
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Some GPU")
     monkeypatch.setattr(backends, "_measured_orders", lambda: {"Some GPU": {"bf16": ["triton-fused", "eager"]}})
     cuda = torch.device("cuda", 0)
-    assert backends.auto_order(cuda, "bf16") == ("triton-fused", "eager")  # measured on this card
+    # measured on this card first, then the unmeasured order's other backends as fallbacks
+    assert backends.auto_order(cuda, "bf16") == ("triton-fused", "eager", "cudagraph", "triton-step")
     assert backends.auto_order(cuda, "fp32") == backends.UNMEASURED_CUDA_ORDER  # not measured
     assert "compile" not in backends.UNMEASURED_CUDA_ORDER  # its first call costs tens of seconds
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Another GPU")

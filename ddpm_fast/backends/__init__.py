@@ -67,7 +67,7 @@ _REGISTRY: dict[str, Backend] = {}
 # (MEASURED_ORDER_FILE, written from benchmarks/gpu_check.sh's results by
 # benchmarks/auto_order.py); a card not measured yet gets UNMEASURED_CUDA_ORDER: only
 # paths whose first call costs seconds at most (a graph capture, a Triton compile of
-# 2-6 s on a 2-core machine, benchmarks/compile_report.py), so never torch.compile, whose
+# 1-5 s on a 2-core machine, benchmarks/compile_report.py), so never torch.compile, whose
 # first call costs tens of seconds or minutes.
 AUTO_ORDER = {"cpu": ("eager",)}
 UNMEASURED_CUDA_ORDER = ("cudagraph", "triton-fused", "triton-step", "eager")
@@ -84,12 +84,13 @@ def _measured_orders() -> dict:
 
 
 def auto_order(device: torch.device, precision: str) -> tuple:
-    """The backends ``auto`` tries on ``device`` for ``precision``, fastest first."""
+    """The backends ``auto`` tries on ``device`` for ``precision``, fastest first: the measured
+    order, then the unmeasured one's other backends as fallbacks."""
     if device.type != "cuda":
         return AUTO_ORDER.get(device.type, ("eager",))
     name = torch.cuda.get_device_name(device) if torch.cuda.is_available() else None
-    measured = _measured_orders().get(name, {}).get(precision)
-    return tuple(measured) if measured else UNMEASURED_CUDA_ORDER
+    measured = tuple(_measured_orders().get(name, {}).get(precision, ()))
+    return measured + tuple(b for b in UNMEASURED_CUDA_ORDER if b not in measured)
 
 
 def register_backend(backend: Backend) -> Backend:
