@@ -6,6 +6,9 @@ problem.
 """
 from __future__ import annotations
 
+import operator
+import os
+
 import torch
 from torch import nn
 
@@ -72,3 +75,95 @@ def check_injected_noise(x_T, noise, shape, n_steps: int) -> None:
                              f"got {list(noise.shape)}")
         if not noise.is_floating_point():
             raise TypeError(f"noise must be a floating-point tensor, got dtype {noise.dtype}")
+
+
+def check_count(value, name: str = "n", minimum: int = 0) -> int:
+    """An integral count (int, NumPy or 0-d integer tensor; never bool or float) >= ``minimum``."""
+    if isinstance(value, bool) or isinstance(value, float):
+        raise TypeError(f"{name} must be an integer, got {value!r}")
+    try:
+        count = operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__}") from None
+    if count < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {count}")
+    return count
+
+
+def check_seed(seed) -> int | None:
+    """None, or an integer in [0, 2**63): the range every backend's generator takes."""
+    if seed is None:
+        return None
+    seed = check_count(seed, "seed")
+    if seed >= 2 ** 63:
+        raise ValueError(f"seed must be below 2**63, got {seed}")
+    return seed
+
+
+def check_device(device) -> torch.device:
+    """``device`` as a torch.device this machine has; RuntimeError naming what is missing."""
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"not a device: {device!r} ({err})") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            why = ("this torch is a CPU-only build" if torch.version.cuda is None
+                   else "no CUDA GPU is visible (check the driver and CUDA_VISIBLE_DEVICES)")
+            raise RuntimeError(f"device {str(device)!r} needs CUDA, which is not available: {why}")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise RuntimeError(f"device {str(device)!r} does not exist: this machine has "
+                               f"{torch.cuda.device_count()} CUDA device(s)")
+    return device
+
+
+def check_model_dtype(model: nn.Module, backend: str) -> torch.dtype:
+    """The sampler computes in the model's dtype: float32, or float64 for the eager reference."""
+    dtypes = {p.dtype for p in model.parameters()}
+    if len(dtypes) > 1:
+        raise TypeError(f"the model's parameters mix dtypes {sorted(map(str, dtypes))}; convert it with "
+                        "model.float()")
+    dtype = dtypes.pop() if dtypes else torch.float32
+    allowed = (torch.float32, torch.float64) if backend == "eager" else (torch.float32,)
+    if dtype not in allowed:
+        raise TypeError(f"the model's parameters are {dtype}; backend {backend!r} needs a float32 model"
+                        + (" (or float64 for the eager reference)" if backend == "eager" else "")
+                        + ": convert it with model.float(), and pass precision='bf16' or 'tf32' for "
+                        "lower-precision compute")
+    return dtype
+
+
+def available_memory(device: torch.device) -> int | None:
+    """Bytes that can still be allocated on ``device``, or None when unknown."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+    if device.type == "cpu":
+        try:
+            with open("/proc/meminfo") as f:
+                for line in f:
+                    if line.startswith("MemAvailable:"):
+                        return int(line.split()[1]) * 1024
+        except OSError:
+            pass
+        try:
+            return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError, AttributeError):
+            return None
+    return None
+
+
+def format_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB", "PB"):
+        if n < 1000 or unit == "PB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    raise AssertionError("unreachable")
+
+
+def check_fits(n_bytes: int, device: torch.device, what: str) -> None:
+    """Refuse up front an allocation that cannot fit, instead of failing (or swapping) later."""
+    free = available_memory(device)
+    if free is not None and n_bytes > free:
+        raise ValueError(f"{what} needs {format_bytes(n_bytes)} on {device}, which has "
+                         f"{format_bytes(free)} available; ask for fewer points")

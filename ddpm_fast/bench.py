@@ -147,12 +147,28 @@ def priority_cases(ns, backends, precisions) -> list:
     return wanted + [case for case in everything if case not in wanted]
 
 
+# (header, width, cell of a row): columns joined by two spaces, so no two values ever touch
+_COLUMNS = (
+    ("backend", 12, lambda r: r["backend"]),
+    ("prec", 4, lambda r: r["precision"]),
+    ("N", 9, lambda r: f"{r['n']:,}"),
+    ("median ms", 10, lambda r: f"{r['median_s'] * 1e3:.2f}"),
+    ("p20-p80 ms", 19, lambda r: f"{r['p20_s'] * 1e3:.2f}-{r['p80_s'] * 1e3:.2f}"),
+    ("first s", 8, lambda r: f"{r['first_call_s']:.2f}"),
+    ("Mpt-step/s", 10, lambda r: f"{r['point_steps_per_s'] / 1e6:.2f}"),
+    ("TFLOP/s", 8, lambda r: f"{r['tflops']:.3f}"),
+    ("ceil %", 6, lambda r: f"{100 * r['ceiling_fraction']:.1f}%"),
+    ("vs eager", 8, lambda r: f"{r['speedup_vs_eager']:.1f}x" if r.get("speedup_vs_eager") else "-"),
+)
+
+
+def _join(cells) -> str:
+    return "  ".join(cell.ljust(width) if k < 2 else cell.rjust(width)
+                     for k, (cell, (_, width, _)) in enumerate(zip(cells, _COLUMNS))).rstrip()
+
+
 def format_row(r: dict) -> str:
-    speedup = f"{r['speedup_vs_eager']:.1f}x" if r.get("speedup_vs_eager") else "-"
-    return (f"{r['backend']:<13}{r['precision']:<6}{r['n']:>9}{r['median_s'] * 1e3:>11.2f}"
-            f"{r['p20_s'] * 1e3:>9.2f}-{r['p80_s'] * 1e3:<9.2f}{r['first_call_s']:>9.2f}"
-            f"{r['point_steps_per_s'] / 1e6:>12.2f}{r['tflops']:>9.3f}"
-            f"{100 * r['ceiling_fraction']:>7.1f}%{speedup:>9}")
+    return _join(cell(r) for _, _, cell in _COLUMNS)
 
 
 def auto_order_from(result: dict) -> dict:
@@ -184,8 +200,7 @@ def format_table(result: dict) -> str:
     lines = [f"device {env['device_name']} | torch {env['torch']} | triton {env['triton']} | "
              f"T = {result['n_steps']} | ceilings (TFLOP/s): "
              + ", ".join(f"{p} {v:.2f}" for p, v in result["matmul_ceiling_tflops"].items()),
-             f"{'backend':<13}{'prec':<6}{'N':>9}{'median ms':>11}{'p20-p80 ms':>19}{'first s':>9}"
-             f"{'Mpt-step/s':>12}{'TFLOP/s':>9}{'ceil %':>8}{'vs eager':>9}"]
+             _join(header for header, _, _ in _COLUMNS)]
     lines += [format_row(r) for r in result["rows"]]
     for s in result["skipped"]:
         lines.append(f"skipped {s['backend']} {s['precision']} N={s['n']}: {s['reason']}")

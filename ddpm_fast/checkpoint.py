@@ -1,4 +1,10 @@
-"""One-file checkpoints: weights, model config, schedule config and training metadata."""
+"""One-file checkpoints: weights, model config, schedule config, training metadata and, for
+a checkpoint written by ``train``, the state to resume it (optimizer, RNG, losses).
+
+Written through a temporary file and a rename (``_io``), so a failure never damages the
+previous checkpoint. Read with ``weights_only=True`` (a checkpoint cannot run code), and
+checked: every problem is a ValueError that names the file and what is wrong with it.
+"""
 from __future__ import annotations
 
 import os
@@ -6,6 +12,8 @@ from importlib import resources
 
 import torch
 
+from ._checks import check_device
+from ._io import atomic_path
 from .model import MLPDiffusion
 from .schedule import Schedule, make_schedule
 
@@ -14,7 +22,10 @@ VERSION = 1
 PRETRAINED = "s_curve.pt"
 
 
-def save_checkpoint(path, model: MLPDiffusion, schedule: Schedule, metadata: dict | None = None) -> None:
+def save_checkpoint(path, model: MLPDiffusion, schedule: Schedule, metadata: dict | None = None,
+                    train_state: dict | None = None) -> None:
+    """Write a checkpoint atomically. ``train_state`` (from ``TrainResult.train_state()``) makes
+    it resumable by ``train(..., resume=...)``."""
     payload = {
         "format": FORMAT, "version": VERSION,
         "model_state": {k: v.detach().cpu() for k, v in model.state_dict().items()},
@@ -22,49 +33,117 @@ def save_checkpoint(path, model: MLPDiffusion, schedule: Schedule, metadata: dic
         "schedule_config": schedule.config(),
         "metadata": metadata or {},
     }
-    torch.save(payload, path)
+    if train_state is not None:
+        payload["train_state"] = train_state
+    with atomic_path(path) as temp:
+        torch.save(payload, temp)
 
 
-def _read(path, map_location):
+def _what_is_wrong(path: str, err: Exception) -> str:
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if not head:
+        return "the file is empty (0 bytes)"
+    if not head.startswith(b"PK") and not head.startswith(b"\x80"):  # zip (torch.save) or pickle
+        return f"not a file written by torch.save (it starts with {head!r})"
+    if "Weights only load failed" in str(err):
+        return ("it holds Python objects other than tensors, numbers, strings and containers, "
+                "which a safe load (weights_only=True) refuses: loading them could run code")
+    first_line = (str(err).strip().splitlines() or [""])[0][:200]
+    return f"truncated or damaged ({type(err).__name__}{': ' + first_line if first_line else ''})"
+
+
+def _read(path: str, map_location):
     if not os.path.exists(path):
-        raise FileNotFoundError(f"checkpoint {os.fspath(path)!r} does not exist")
+        raise FileNotFoundError(f"checkpoint {path!r} does not exist")
+    if os.path.isdir(path):
+        raise ValueError(f"checkpoint {path!r} is a directory, not a file")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # truncated and foreign files fail in many ways inside torch.load
-        raise ValueError(f"{os.fspath(path)!r} is not a readable checkpoint (truncated or not "
-                         f"saved by torch.save): {err}") from err
+        raise ValueError(f"{path!r} is not a readable checkpoint: {_what_is_wrong(path, err)}") from err
 
 
-def _config_from_state_dict(state: dict) -> dict:
+def _config_from_state_dict(path: str, state: dict) -> dict:
     """Model config of a plain state dict saved by the original code."""
-    try:
-        n_steps, num_units = state["step_embeddings.0.weight"].shape
-    except (KeyError, AttributeError, ValueError) as err:
-        raise ValueError("not an MLPDiffusion state dict: no [n_steps, num_units] "
-                         "'step_embeddings.0.weight'") from err
+    weight = state.get("step_embeddings.0.weight")
+    if not isinstance(weight, torch.Tensor) or weight.dim() != 2:
+        raise ValueError(f"{path!r} is neither a ddpm-fast checkpoint nor an MLPDiffusion state dict: "
+                         "no [n_steps, num_units] 'step_embeddings.0.weight'")
+    n_steps, num_units = weight.shape
     return {"n_steps": int(n_steps), "num_units": int(num_units)}
 
 
-def load_checkpoint(path, map_location="cpu"):
-    """Returns ``(model, schedule, metadata)``; also takes a plain state dict of the original code."""
-    payload = _read(path, map_location)
+def _field(path: str, payload: dict, key: str, kind: type):
+    if key not in payload:
+        raise ValueError(f"{path!r} is a damaged ddpm-fast checkpoint: it has no {key!r}")
+    if not isinstance(payload[key], kind):
+        raise ValueError(f"{path!r} is a damaged ddpm-fast checkpoint: {key!r} is a "
+                         f"{type(payload[key]).__name__}, not a {kind.__name__}")
+    return payload[key]
+
+
+def _check_finite(path: str, state: dict) -> None:
+    bad = [name for name, value in state.items()
+           if isinstance(value, torch.Tensor) and value.is_floating_point() and not torch.isfinite(value).all()]
+    if bad:
+        raise ValueError(f"{path!r} holds NaN or infinite weights in {', '.join(bad)}: a model with them "
+                         "samples NaN (the training that wrote it diverged)")
+
+
+def _build(path: str, payload):
+    """(model, schedule, metadata) on the CPU from a loaded payload, every part checked."""
     if not isinstance(payload, dict):
-        raise ValueError(f"{os.fspath(path)!r} holds a {type(payload).__name__}, not a checkpoint")
+        raise ValueError(f"{path!r} holds a {type(payload).__name__}, not a checkpoint")
     if payload.get("format") == FORMAT:
-        state, model_config = payload["model_state"], payload["model_config"]
-        schedule = make_schedule(**payload["schedule_config"])
-        metadata = payload.get("metadata", {})
+        state = _field(path, payload, "model_state", dict)
+        model_config = _field(path, payload, "model_config", dict)
+        schedule_config = _field(path, payload, "schedule_config", dict)
+        metadata = payload.get("metadata") or {}
+        try:
+            schedule = make_schedule(**schedule_config)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{path!r}: its schedule_config {schedule_config} is not valid: {err}") from None
     else:
-        state, model_config = payload, _config_from_state_dict(payload)
+        state, model_config = payload, _config_from_state_dict(path, payload)
         schedule = make_schedule(model_config["n_steps"])
         metadata = {"source": "plain state dict"}
-    model = MLPDiffusion(**model_config)
+    try:
+        model = MLPDiffusion(**model_config)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{path!r}: its model_config {model_config} is not valid: {err}") from None
     try:
         model.load_state_dict(state)
-    except RuntimeError as err:
-        raise ValueError(f"{os.fspath(path)!r}: weights do not fit MLPDiffusion{tuple(model_config.values())}: "
-                         f"{err}") from err
-    return model.to(map_location).eval(), schedule.to(map_location), metadata
+    except (RuntimeError, TypeError, AttributeError) as err:
+        raise ValueError(f"{path!r}: its weights do not fit MLPDiffusion(n_steps={model.config.n_steps}, "
+                         f"num_units={model.config.num_units}): {str(err).splitlines()[0]}") from None
+    _check_finite(path, state)
+    return model, schedule, metadata
+
+
+def load_checkpoint(path, map_location="cpu"):
+    """Returns ``(model, schedule, metadata)``; also takes a plain state dict of the original code.
+
+    Raises FileNotFoundError for a missing file, RuntimeError for a device this machine lacks,
+    and ValueError naming the file and the fault for anything that is not a sound checkpoint
+    (empty, truncated, foreign, missing parts, NaN or infinite weights).
+    """
+    path = os.fspath(path)
+    device = check_device(map_location)
+    model, schedule, metadata = _build(path, _read(path, "cpu"))
+    return model.to(device).eval(), schedule.to(device), metadata
+
+
+def load_train_state(path):
+    """``(model, schedule, metadata, train_state)`` of a checkpoint written by ``train``, on the CPU."""
+    path = os.fspath(path)
+    payload = _read(path, "cpu")
+    model, schedule, metadata = _build(path, payload)
+    train_state = payload.get("train_state")
+    if not isinstance(train_state, dict):
+        raise ValueError(f"{path!r} has no training state to resume from (it was not written by "
+                         "`ddpm-fast train`, or by a version before resuming existed)")
+    return model, schedule, metadata, train_state
 
 
 def pretrained_path() -> str:

@@ -4,50 +4,161 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
+import shlex
+import shutil
+import signal
 import statistics
 import sys
 import time
-from dataclasses import fields
+from dataclasses import fields, replace
 
 import torch
 
 from . import __version__
+from ._checks import check_device, format_bytes
+from ._io import atomic_path, check_output_dir, check_output_file, staged_outputs
 from .backends.compiled import COMPILE_MODES, set_compile_mode
-from .checkpoint import load_checkpoint, pretrained_path, save_checkpoint
+from .checkpoint import load_checkpoint, load_train_state, pretrained_path, save_checkpoint
 from .data import DATASETS, make_dataset
+from .schedule import SCHEDULE_KINDS
 from .train import TrainConfig, train
 
+TRAIN_FLAGS = ("dataset", "n_points", "epochs", "batch_size", "lr", "n_steps", "num_units", "schedule_kind",
+               "snapshot_every", "seed")
 
-def _out_dir(path: str) -> str:
-    os.makedirs(path, exist_ok=True)
-    return path
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows '(default: X)' for every option that has a default to show."""
+
+    def _get_help_string(self, action):
+        if action.default in (None, False) or "(default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(float(text)) if "e" in text.lower() else int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _at_least_2(text: str) -> int:
+    value = _positive_int(text)
+    if value < 2:
+        raise argparse.ArgumentTypeError("must be at least 2: SWD and MMD compare clouds of points")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    return 0 if text.strip() == "0" else _positive_int(text)
+
+
+def _say(args, message: str, always: bool = False) -> None:
+    """What a long step is doing, on stderr (stdout keeps the command's result)."""
+    if always or not getattr(args, "quiet", False):
+        print(f"ddpm-fast {args.command}: {message}", file=sys.stderr, flush=True)
 
 
 def _load(args):
     path = args.checkpoint or pretrained_path()
+    check_device(args.device)  # before the checkpoint: a missing GPU is not a damaged file
     model, schedule, meta = load_checkpoint(path, map_location=args.device)
     return model, schedule, meta
 
 
+def _check_finite(points: torch.Tensor, what: str) -> None:
+    bad = int((~torch.isfinite(points)).any(dim=-1).sum())
+    if bad:
+        raise ValueError(f"{what}: {bad} of {points.shape[-2]} points are NaN or infinite; nothing written")
+
+
+def _check_disk(directory: str, n_bytes: int, what: str) -> None:
+    free = shutil.disk_usage(directory).free
+    if n_bytes > free:
+        raise ValueError(f"{what} needs about {format_bytes(n_bytes)} on disk and {directory} has "
+                         f"{format_bytes(free)} free")
+
+
+def _train_config(args, base: TrainConfig) -> TrainConfig:
+    given = {name: getattr(args, name) for name in TRAIN_FLAGS if getattr(args, name) is not None}
+    return replace(base, **given)
+
+
+def _save_run(out: str, result) -> str:
+    """checkpoint.pt (resumable) and snapshots.pt, renamed into place together."""
+    ckpt = os.path.join(out, "checkpoint.pt")
+    with staged_outputs() as staged:
+        save_checkpoint(staged.path(ckpt), result.model, result.schedule,
+                        {**result.metadata(), "losses": result.losses}, train_state=result.train_state())
+        if result.snapshots:
+            torch.save(result.snapshots, staged.path(os.path.join(out, "snapshots.pt")))
+    return ckpt
+
+
 def cmd_train(args) -> int:
     from .plotting import plot_loss, plot_trajectory
-    config = TrainConfig(dataset=args.dataset, n_points=args.n_points, epochs=args.epochs,
-                         batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                         snapshot_every=args.snapshot_every, n_steps=args.n_steps,
-                         num_units=args.num_units, schedule_kind=args.schedule)
-    result = train(config, progress=not args.quiet)
-    out = _out_dir(args.out)
+    out = check_output_dir(args.out)
     ckpt = os.path.join(out, "checkpoint.pt")
-    save_checkpoint(ckpt, result.model, result.schedule, {**result.metadata(), "losses": result.losses})
-    plot_loss(result.losses, os.path.join(out, "loss.png"))
+    resume = None
+    if args.resume:
+        model, _, _, state = load_train_state(ckpt)
+        config = _train_config(args, TrainConfig(**state["config"]))
+        snapshots = os.path.join(out, "snapshots.pt")
+        if os.path.exists(snapshots):
+            state["snapshots"] = torch.load(snapshots, weights_only=True)
+        resume = (model, state)
+        _say(args, f"resuming {ckpt} after epoch {len(state['losses'])} of {config.epochs}")
+    else:
+        if os.path.exists(ckpt) and not args.overwrite:
+            raise FileExistsError(17, "holds a checkpoint: pass --resume to continue it or --overwrite "
+                                      "to train a new model in its place", ckpt)
+        config = _train_config(args, TrainConfig())
+
+    stop = {"signal": None}
+
+    def request_stop(signum, frame):
+        if stop["signal"] is not None:  # a second Ctrl-C: stop now, keep the last periodic checkpoint
+            raise KeyboardInterrupt
+        stop["signal"] = signum
+        _say(args, f"{signal.Signals(signum).name}: saving the last finished epoch "
+                   "(press Ctrl-C again to quit without saving)", always=True)
+
+    def periodic_save(result):
+        if args.save_every and result.epochs_done % args.save_every == 0:
+            _save_run(out, result)
+
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        result = train(config, progress=not args.quiet, resume=resume,
+                       should_stop=lambda: stop["signal"] is not None, on_epoch_end=periodic_save)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if result.losses and not math.isfinite(result.losses[-1]):
+        raise ValueError(f"training diverged: the loss of epoch {result.epochs_done - 1} is "
+                         f"{result.losses[-1]}; no checkpoint written (try a lower --lr)")
+    _save_run(out, result)
+    written = [ckpt, plot_loss(result.losses, os.path.join(out, "loss.png"))]
     if result.snapshots:
         last = max(result.snapshots)
-        torch.save(result.snapshots, os.path.join(out, "snapshots.pt"))
-        plot_trajectory(result.snapshots[last], os.path.join(out, f"trajectory_epoch{last}.png"))
-    print(json.dumps({"checkpoint": ckpt, "epochs": len(result.losses),
-                      "final_loss": result.losses[-1] if result.losses else None,
-                      "wall_time_s": round(result.wall_time_s, 1)}, indent=2))
+        written.append(plot_trajectory(result.snapshots[last], os.path.join(out, f"trajectory_epoch{last}.png"),
+                                       n_steps=config.n_steps, title=f"reverse process after epoch {last}"))
+    report = {"checkpoint": ckpt, "epochs_done": result.epochs_done, "epochs": config.epochs,
+              "final_loss": result.losses[-1] if result.losses else None,
+              "wall_time_s": round(result.wall_time_s, 1), "written": written}
+    if result.interrupted:
+        report["resume_with"] = f"ddpm-fast train --out {shlex.quote(out)} --resume"
+    print(json.dumps(report, indent=2, allow_nan=False))
+    if result.interrupted:
+        _say(args, f"stopped after epoch {result.epochs_done} of {config.epochs}; resume with: "
+                   f"{report['resume_with']}", always=True)
+        return 128 + stop["signal"]
     return 0
 
 
@@ -56,6 +167,10 @@ def _sample(args, model, schedule, n, trajectory=False):
     from .sampling import sample
     device = torch.device(args.device)
     backend = resolve_backend(args.backend, device, args.precision).name
+    first_call = {"compile": "the first call compiles (minutes on a CPU)", "cudagraph": "the first call captures",
+                  "triton-step": "the first call compiles", "triton-fused": "the first call compiles"}
+    _say(args, f"sampling {n} points x {schedule.n_steps} steps with backend {backend!r} ({args.precision}) "
+               f"on {device}" + (f"; {first_call[backend]}" if backend in first_call else ""))
     start = time.perf_counter()
     if trajectory:
         from .diffusion import p_sample_loop
@@ -65,24 +180,29 @@ def _sample(args, model, schedule, n, trajectory=False):
         out = torch.stack([s.detach() for s in states])
     else:
         out = sample(model, n, schedule=schedule, seed=args.seed, backend=backend, precision=args.precision,
-                     device=device)
+                     device=device, progress=not args.quiet)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    return out, backend, time.perf_counter() - start
+    seconds = time.perf_counter() - start
+    _check_finite(out, f"backend {backend!r}")
+    return out, backend, seconds
 
 
 def cmd_sample(args) -> int:
+    import numpy as np
     from .plotting import plot_dataset
+    out = check_output_dir(args.out)
+    _check_disk(out, args.n * (8 + 34) + 200_000, f"writing {args.n} points as .npy and .csv")
     model, schedule, _ = _load(args)
     points, backend, seconds = _sample(args, model, schedule, args.n)
-    out = _out_dir(args.out)
     array = points.cpu().numpy()
-    import numpy as np
-    np.save(os.path.join(out, "samples.npy"), array)
-    np.savetxt(os.path.join(out, "samples.csv"), array, delimiter=",", header="x,y", comments="")
-    plot_dataset(points, os.path.join(out, "samples.png"))
+    names = [os.path.join(out, name) for name in ("samples.npy", "samples.csv", "samples.png")]
+    with staged_outputs() as staged:  # all three replace the old ones together, or none does
+        np.save(staged.path(names[0]), array)
+        np.savetxt(staged.path(names[1]), array, delimiter=",", header="x,y", comments="", fmt="%.9g")
+        plot_dataset(points, staged.path(names[2]), title=f"{args.n} samples ({backend}, {args.precision})")
     print(json.dumps({"n": args.n, "backend": backend, "precision": args.precision, "seconds": round(seconds, 3),
-                      "out": out}, indent=2))
+                      "written": names}, indent=2))
     return 0
 
 
@@ -90,18 +210,22 @@ def _pictures(args, model, schedule, out, data, n_trajectory) -> list[str]:
     """The original's pictures plus the GIF: dataset, q(x_t) grid, reverse trajectory."""
     from .plotting import animate_reverse, plot_dataset, plot_q_grid, plot_trajectory
     trajectory, _, _ = _sample(args, model, schedule, n_trajectory, trajectory=True)
+    _say(args, "drawing the pictures")
     step = max(1, schedule.n_steps // 10)
-    return [plot_dataset(data, os.path.join(out, "dataset.png")),
-            plot_q_grid(data, schedule, os.path.join(out, "q_grid.png"), seed=args.seed),
-            plot_trajectory(trajectory[step::step][:10], os.path.join(out, "reverse_trajectory.png"),
-                            labels=[f"x_seq[{step * (i + 1)}]" for i in range(10)]),
-            animate_reverse(trajectory, os.path.join(out, "reverse.gif"))]
+    with staged_outputs() as staged:
+        plot_dataset(data, staged.path(os.path.join(out, "dataset.png")), title=f"dataset: {args.dataset}")
+        plot_q_grid(data, schedule, staged.path(os.path.join(out, "q_grid.png")), seed=args.seed)
+        plot_trajectory(trajectory[step::step][:10], staged.path(os.path.join(out, "reverse_trajectory.png")),
+                        n_steps=schedule.n_steps, every=step)
+        animate_reverse(trajectory, staged.path(os.path.join(out, "reverse.gif")))
+    return [os.path.join(out, name) for name in ("dataset.png", "q_grid.png", "reverse_trajectory.png",
+                                                 "reverse.gif")]
 
 
 def cmd_plot(args) -> int:
     from .plotting import plot_loss
+    out = check_output_dir(args.out)
     model, schedule, meta = _load(args)
-    out = _out_dir(args.out)
     written = _pictures(args, model, schedule, out, make_dataset(args.dataset, args.n, seed=args.seed), args.n)
     if meta.get("losses"):
         written.append(plot_loss(meta["losses"], os.path.join(out, "loss.png")))
@@ -109,17 +233,22 @@ def cmd_plot(args) -> int:
     return 0
 
 
+def _median_report(reports: list[dict]) -> dict:
+    keys = ("swd", "swd_floor", "mmd", "mmd_floor", "mmd_biased", "mmd_biased_floor")
+    return {k: statistics.median(r[k] for r in reports) for k in keys}
+
+
 def cmd_evaluate(args) -> int:
-    from .metrics import quality_report
+    from .metrics import MMD_NOTE, quality_report
     model, schedule, _ = _load(args)
-    reports = []
+    reports, seed = [], args.seed
     for draw in range(args.draws):
+        args.seed = seed + draw
         points, backend, _ = _sample(args, model, schedule, args.n)
-        args.seed += 1
+        _say(args, f"draw {draw + 1}/{args.draws}: scoring against fresh {args.dataset} data")
         reports.append(quality_report(points, args.dataset, seed=draw))
-    summary = {k: statistics.median(r[k] for r in reports) for k in ("swd", "swd_floor", "mmd", "mmd_floor")}
-    print(json.dumps({"backend": backend, "n": args.n, "draws": args.draws, "median": summary,
-                      "each": reports}, indent=2))
+    print(json.dumps({"backend": backend, "n": args.n, "draws": args.draws, "median": _median_report(reports),
+                      "each": reports, "note": MMD_NOTE}, indent=2, allow_nan=False))
     return 0
 
 
@@ -127,13 +256,15 @@ def cmd_demo(args) -> int:
     from .backends import resolve_backend
     from .metrics import quality_report
     from .plotting import plot_dataset
+    out = check_output_dir(args.out)
     model, schedule, _ = _load(args)
-    out = _out_dir(args.out)
-    args.backend = resolve_backend("auto", torch.device(args.device), args.precision).name
-    _sample(args, model, schedule, args.n)  # warm-up: compilation and capture stay out of the timing
+    args.backend, args.dataset = resolve_backend("auto", torch.device(args.device), args.precision).name, "s_curve"
+    _say(args, "warm-up call (compilation and capture are not timed)")
+    _sample(args, model, schedule, args.n)
     points, backend, seconds = _sample(args, model, schedule, args.n)
+    _say(args, "scoring against fresh data")
     report = quality_report(points, "s_curve", seed=args.seed)
-    plot_dataset(points, os.path.join(out, "samples.png"))
+    plot_dataset(points, os.path.join(out, "samples.png"), title=f"{args.n} samples ({backend}, {args.precision})")
     _pictures(args, model, schedule, out, make_dataset("s_curve", args.n, seed=args.seed), 2000)
     print(f"sampled {args.n} points x {schedule.n_steps} steps with backend {backend!r} "
           f"({args.precision}) on {args.device} in {seconds:.3f} s "
@@ -144,12 +275,29 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def _names(text: str, known, what: str) -> list[str]:
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in known]
+    if unknown or not names:
+        raise ValueError(f"unknown {what} {', '.join(map(repr, unknown)) or repr(text)}; known {what}: "
+                         f"{', '.join(known)}")
+    return names
+
+
 def cmd_bench(args) -> int:
+    from .backends import PRECISIONS, backend_names
     from .bench import format_row, format_table, plot_throughput, priority_cases, run_benchmark
-    from .backends import backend_names
+    known = [b for b in backend_names() if b != "auto"]
+    backends = _names(args.backends, known, "backends") if args.backends else known
+    precisions = _names(args.precisions, PRECISIONS, "precisions")
+    try:
+        ns = [_positive_int(n) for n in args.n.split(",")]
+    except argparse.ArgumentTypeError as err:
+        raise ValueError(f"--n {args.n!r}: {err}") from None
+    for path in (args.json, args.plot):
+        if path:
+            check_output_file(path)
     model, schedule, _ = _load(args)
-    backends = args.backends.split(",") if args.backends else [b for b in backend_names() if b != "auto"]
-    ns, precisions = [int(float(n)) for n in args.n.split(",")], args.precisions.split(",")
     reported = {"rows": 0}
 
     def save(result):  # after every combination, so a sweep cut short keeps what it measured
@@ -157,11 +305,11 @@ def cmd_bench(args) -> int:
             print(format_row(row), flush=True)
         reported["rows"] = len(result["rows"])
         if args.json:
-            tmp = args.json + ".tmp"
-            with open(tmp, "w") as f:
+            with atomic_path(args.json) as temp, open(temp, "w") as f:
                 json.dump(result, f, indent=2)
-            os.replace(tmp, args.json)
 
+    _say(args, f"timing {len(backends)} backend(s) x {len(precisions)} precision(s) x {len(ns)} N "
+               f"({args.warmup} warm-up and {args.repeats} timed calls each, after a matmul ceiling)")
     result = run_benchmark(model, schedule, args.device, ns, backends, precisions, repeats=args.repeats,
                            warmup=args.warmup, on_update=save,
                            cases=priority_cases(ns, backends, precisions) if args.priority else None)
@@ -174,8 +322,9 @@ def cmd_bench(args) -> int:
 
 def cmd_profile(args) -> int:
     from .profiling import profile_sampler
+    out = check_output_dir(args.out)
     model, schedule, _ = _load(args)
-    out = _out_dir(args.out)
+    _say(args, f"profiling backend {args.backend!r} at N = {args.n} (after one warm-up call)")
     table, trace = profile_sampler(model, schedule, args.backend, args.n, args.device, args.precision,
                                    os.path.join(out, f"trace_{args.backend}.json"), rows=args.top)
     print(table)
@@ -183,83 +332,109 @@ def cmd_profile(args) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ddpm-fast", description=__doc__)
-    parser.add_argument("--version", action="version", version=f"ddpm-fast {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
-
+def _train_parser(sub) -> None:
     defaults = {f.name: f.default for f in fields(TrainConfig)}
-    p = sub.add_parser("train", help="train a model with the original recipe")
-    p.add_argument("--dataset", default="s_curve", choices=DATASETS)
-    p.add_argument("--n-points", type=int, default=defaults["n_points"])
-    p.add_argument("--epochs", type=int, default=defaults["epochs"])
-    p.add_argument("--batch-size", type=int, default=defaults["batch_size"])
-    p.add_argument("--lr", type=float, default=defaults["lr"])
-    p.add_argument("--n-steps", type=int, default=defaults["n_steps"])
-    p.add_argument("--num-units", type=int, default=defaults["num_units"])
-    p.add_argument("--schedule", default="sigmoid", choices=("sigmoid", "linear", "cosine"))
-    p.add_argument("--snapshot-every", type=int, default=defaults["snapshot_every"],
-                   help="epochs between sample snapshots (0: none)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="runs/train")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p = sub.add_parser("train", help="train a model with the original recipe (resumable)",
+                       description="Train with the original recipe. Ctrl-C (or SIGTERM) saves the last finished "
+                                   "epoch; --resume continues it bit for bit.", formatter_class=_HelpFormatter)
+    # Training flags default to None so that --resume can tell which ones were given.
+    p.add_argument("--dataset", choices=DATASETS, help=f"training data (default: {defaults['dataset']})")
+    p.add_argument("--n-points", type=_positive_int, help=f"points in the dataset (default: {defaults['n_points']})")
+    p.add_argument("--epochs", type=_non_negative_int,
+                   help=f"epochs in all; with --resume, the new total (default: {defaults['epochs']})")
+    p.add_argument("--batch-size", type=_positive_int, help=f"(default: {defaults['batch_size']})")
+    p.add_argument("--lr", type=float, help=f"Adam learning rate (default: {defaults['lr']})")
+    p.add_argument("--n-steps", type=_positive_int, help=f"diffusion steps T (default: {defaults['n_steps']})")
+    p.add_argument("--num-units", type=_positive_int, help=f"hidden width H (default: {defaults['num_units']})")
+    p.add_argument("--schedule", dest="schedule_kind", choices=SCHEDULE_KINDS,
+                   help=f"noise schedule (default: {defaults['schedule_kind']})")
+    p.add_argument("--snapshot-every", type=_non_negative_int,
+                   help=f"epochs between sample snapshots, 0: none (default: {defaults['snapshot_every']})")
+    p.add_argument("--seed", type=_non_negative_int, help=f"data and torch seed (default: {defaults['seed']})")
+    p.add_argument("--out", default="runs/train", help="directory for checkpoint.pt, snapshots.pt and pictures")
+    p.add_argument("--resume", action="store_true", help="continue the run saved in --out")
+    p.add_argument("--overwrite", action="store_true", help="replace a checkpoint already in --out")
+    p.add_argument("--save-every", type=_non_negative_int, default=100,
+                   help="epochs between resumable checkpoints, 0: only at the end or on Ctrl-C")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or status lines")
     p.set_defaults(func=cmd_train)
 
-    def common(p, n_default, backend=True):
-        p.add_argument("--checkpoint", help="checkpoint file (default: the bundled model)")
-        p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-        p.add_argument("--seed", type=int, default=0)
-        if n_default is not None:
-            p.add_argument("--n", type=int, default=n_default, help="number of points")
-        if backend:
-            from .backends import PRECISIONS, backend_names
-            p.add_argument("--backend", default="auto", choices=backend_names())
-            p.add_argument("--precision", default="fp32", choices=PRECISIONS)
-        p.add_argument("--compile-mode", default="default", choices=COMPILE_MODES,
-                       help="torch.compile mode of the 'compile' backend")
 
-    p = sub.add_parser("demo", help="the main job: bundled model, 10,000 samples, pictures, quality, timing")
-    common(p, 10_000, backend=False)
-    p.add_argument("--precision", default="fp32", choices=("fp32", "tf32", "bf16"))
-    p.add_argument("--out", default="runs/demo")
+def _common(p, n_default, backend=True, n_type=_positive_int):
+    p.add_argument("--checkpoint", help="checkpoint file (default: the bundled S-curve model)")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                   help="where to sample: cpu, cuda or cuda:N")
+    p.add_argument("--seed", type=_non_negative_int, default=0, help="seed of the sampler's noise")
+    if n_default is not None:
+        p.add_argument("--n", type=n_type, default=n_default, help="number of points (1e6 style accepted)")
+    if backend:
+        from .backends import PRECISIONS, backend_names
+        p.add_argument("--backend", default="auto", choices=backend_names(), help="sampling backend (README)")
+        p.add_argument("--precision", default="fp32", choices=PRECISIONS,
+                       help="fp32 (float32-level error), tf32 or bf16 (faster on a GPU)")
+    p.add_argument("--compile-mode", default="default", choices=COMPILE_MODES,
+                   help="torch.compile mode of the 'compile' backend")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or status lines on stderr")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ddpm-fast", description=__doc__, formatter_class=_HelpFormatter)
+    parser.add_argument("--version", action="version", version=f"ddpm-fast {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _train_parser(sub)
+
+    def command(name, help_text):
+        return sub.add_parser(name, help=help_text, description=help_text, formatter_class=_HelpFormatter)
+
+    p = command("demo", "the main job: bundled model, 10,000 samples, pictures, quality, timing")
+    _common(p, 10_000, backend=False, n_type=_at_least_2)
+    p.add_argument("--precision", default="fp32", choices=("fp32", "tf32", "bf16"),
+                   help="fp32 (float32-level error), tf32 or bf16 (faster on a GPU)")
+    p.add_argument("--out", default="runs/demo", help="directory for the pictures")
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("sample", help="sample points to .npy/.csv and a PNG")
-    common(p, 10_000)
-    p.add_argument("--out", default="runs/sample")
+    p = command("sample", "sample points to samples.npy, samples.csv and samples.png")
+    _common(p, 10_000)
+    p.add_argument("--out", default="runs/sample", help="directory for the samples")
     p.set_defaults(func=cmd_sample)
 
-    p = sub.add_parser("plot", help="dataset, q(x_t) grid, reverse trajectory, loss curve, GIF")
-    common(p, 10_000)
-    p.add_argument("--dataset", default="s_curve", choices=DATASETS)
-    p.add_argument("--out", default="runs/plot")
+    p = command("plot", "dataset, q(x_t) grid, reverse trajectory, loss curve, GIF")
+    _common(p, 10_000)
+    p.add_argument("--dataset", default="s_curve", choices=DATASETS, help="the data to draw beside the model")
+    p.add_argument("--out", default="runs/plot", help="directory for the pictures")
     p.set_defaults(func=cmd_plot)
 
-    p = sub.add_parser("evaluate", help="SWD and MMD to fresh data, with the data-vs-data floor")
-    common(p, 10_000)
-    p.add_argument("--dataset", default="s_curve", choices=DATASETS)
-    p.add_argument("--draws", type=int, default=3, help="independent draws; the median is reported")
+    p = command("evaluate", "SWD and MMD to fresh data, with the data-vs-data floor")
+    _common(p, 10_000, n_type=_at_least_2)
+    p.add_argument("--dataset", default="s_curve", choices=DATASETS, help="the data the model should match")
+    p.add_argument("--draws", type=_positive_int, default=3, help="independent draws; the median is reported")
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("bench", help="throughput of the backends: median, p20/p80, TFLOP/s, ceiling")
-    common(p, None, backend=False)
+    p = command("bench", "throughput of the backends: median, p20/p80, TFLOP/s, ceiling")
+    _common(p, None, backend=False)
     p.add_argument("--n", default="1000,10000", help="comma-separated N values (1e5 style accepted)")
-    p.add_argument("--backends", default="", help="comma-separated (default: all)")
-    p.add_argument("--precisions", default="fp32")
-    p.add_argument("--repeats", type=int, default=10)
-    p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--json", help="write the results as JSON here")
+    p.add_argument("--backends", default="", help="comma-separated backend names (empty: all)")
+    p.add_argument("--precisions", default="fp32", help="comma-separated: fp32, tf32, bf16")
+    p.add_argument("--repeats", type=_positive_int, default=10, help="timed calls per case")
+    p.add_argument("--warmup", type=_non_negative_int, default=2, help="untimed calls after the first")
+    p.add_argument("--json", help="write the results as JSON here (rewritten after every case)")
     p.add_argument("--plot", help="write the log-log throughput plot here (PNG)")
     p.add_argument("--priority", action="store_true",
                    help="most important rows first (eager fp32, then cudagraph/triton-fused in tf32, bf16, fp32)")
     p.set_defaults(func=cmd_bench)
 
-    p = sub.add_parser("profile", help="torch.profiler trace (Chrome JSON) and top kernels of one backend")
-    common(p, 10_000)
-    p.add_argument("--top", type=int, default=15, help="rows of the kernel table")
-    p.add_argument("--out", default="runs/profile")
+    p = command("profile", "torch.profiler trace (Chrome JSON) and top kernels of one backend")
+    _common(p, 10_000)
+    p.add_argument("--top", type=_positive_int, default=15, help="rows of the kernel table")
+    p.add_argument("--out", default="runs/profile", help="directory for the trace")
     p.set_defaults(func=cmd_profile)
     return parser
+
+
+def _describe(err: BaseException) -> str:
+    if isinstance(err, OSError) and err.filename:
+        return f"{err.filename}: {err.strerror or err}"
+    return str(err) or type(err).__name__
 
 
 def main(argv=None) -> int:
@@ -269,6 +444,9 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         return args.func(args)
-    except (ValueError, TypeError, FileNotFoundError, RuntimeError) as err:
-        print(f"ddpm-fast {args.command}: error: {err}", file=sys.stderr)
+    except (ValueError, TypeError, RuntimeError, OSError) as err:  # bad input, missing GPU, unwritable path
+        print(f"ddpm-fast {args.command}: error: {_describe(err)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"ddpm-fast {args.command}: interrupted", file=sys.stderr)
+        return 130

@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._checks import (check_injected_noise, check_model_steps, check_points,
-                      check_same_device, check_timestep, check_timesteps)
+from ._checks import (check_count, check_fits, check_injected_noise, check_model_dtype, check_model_steps,
+                      check_points, check_same_device, check_timestep, check_timesteps)
 from .model import model_device
 from .schedule import Schedule
 
@@ -122,30 +122,49 @@ def p_sample_loop(model: nn.Module, shape, n_steps: int, betas: torch.Tensor,
     implementation (see ``ddpm_fast.available_backends``); all but ``eager`` return the
     same list computed by a fast path.
     """
-    shape = tuple(shape)
-    if len(shape) != 2 or shape[1] != 2:
-        raise ValueError(f"shape must be (N, 2), got {shape}")
+    shape = _check_shape(shape)
+    n_steps = check_count(n_steps, "n_steps", minimum=1)
+    for name, table in (("betas", betas), ("one_minus_alphas_bar_sqrt", one_minus_alphas_bar_sqrt)):
+        if not isinstance(table, torch.Tensor) or not table.is_floating_point():
+            raise TypeError(f"{name} must be a floating-point tensor, got "
+                            f"{getattr(table, 'dtype', type(table).__name__)}")
     if betas.shape != (n_steps,) or one_minus_alphas_bar_sqrt.shape != (n_steps,):
         raise ValueError(f"betas and one_minus_alphas_bar_sqrt must have shape [{n_steps}], got "
                          f"{list(betas.shape)} and {list(one_minus_alphas_bar_sqrt.shape)}")
     check_model_steps(model, n_steps)
     check_injected_noise(x_T, noise, shape, n_steps)
+    device = x_T.device if x_T is not None else (model_device(model) or betas.device)
+    check_fits((n_steps + 1) * shape[0] * 2 * 4, device, f"the {n_steps + 1} states of p_sample_loop(shape={shape})")
     if backend != "eager":
         from .sampling import run_backend
         trajectory = run_backend(backend, model, betas, one_minus_alphas_bar_sqrt, shape,
                                  x_T=x_T, noise=noise, final_noise=final_noise,
                                  generator=generator, precision=precision, trajectory=True)
         return list(trajectory.unbind(0))
+    dtype = check_model_dtype(model, "eager")
+    betas, one_minus_alphas_bar_sqrt = betas.to(dtype), one_minus_alphas_bar_sqrt.to(dtype)
+    x_T = None if x_T is None else x_T.to(dtype)
+    noise = None if noise is None else noise.to(dtype)
     return eager_loop(model, shape, betas, one_minus_alphas_bar_sqrt, x_T, noise, final_noise,
-                      generator, keep=True)
+                      generator, keep=True, dtype=dtype)
+
+
+def _check_shape(shape) -> tuple:
+    try:
+        shape = tuple(shape)
+    except TypeError:
+        raise TypeError(f"shape must be a pair (N, 2), got {shape!r}") from None
+    if len(shape) != 2 or check_count(shape[1], "shape[1]") != 2:
+        raise ValueError(f"shape must be (N, 2), got {shape}")
+    return (check_count(shape[0], "N (shape[0])"), 2)
 
 
 def eager_loop(model, shape, betas, one_minus_alphas_bar_sqrt, x_T, noise, final_noise,
-               generator, keep: bool):
+               generator, keep: bool, dtype: torch.dtype = torch.float32):
     """The reference loop. Returns the list of T+1 states when ``keep``, else x_0 alone."""
     n_steps = betas.shape[0]
     device = x_T.device if x_T is not None else (model_device(model) or betas.device)
-    cur_x = x_T if x_T is not None else torch.randn(shape, generator=generator, device=device)
+    cur_x = x_T if x_T is not None else torch.randn(shape, generator=generator, device=device, dtype=dtype)
     check_same_device(x=cur_x, betas=betas, one_minus_alphas_bar_sqrt=one_minus_alphas_bar_sqrt,
                       noise=noise)
     x_seq = [cur_x]

@@ -24,12 +24,22 @@ def sliced_wasserstein(a: torch.Tensor, b: torch.Tensor, n_projections: int = 25
     return float((proj_a - proj_b).abs().mean())
 
 
-def rbf_mmd(a: torch.Tensor, b: torch.Tensor, bandwidth: float = 0.02, max_points: int = 2000,
-            seed: int = 0) -> float:
-    """Unbiased MMD² with a Gaussian kernel exp(-|x-y|² / (2 h²)), h = 0.02 (a tenth of the data's extent).
+MMD_NOTE = ("mmd is the unbiased estimate of MMD²: its expectation is 0 when the two clouds come from one "
+            "distribution, so a single estimate (the floor especially) can be slightly negative; mmd_biased "
+            "keeps the diagonal terms and is never negative")
 
-    At most ``max_points`` of each cloud are used (a seeded random subset) to bound memory.
+
+def rbf_mmd(a: torch.Tensor, b: torch.Tensor, bandwidth: float = 0.02, max_points: int = 2000,
+            seed: int = 0, biased: bool = False) -> float:
+    """MMD² with a Gaussian kernel exp(-|x-y|² / (2 h²)), h = 0.02 (a tenth of the data's extent).
+
+    Unbiased by default (Gretton et al. 2012, eq. 3), which can be slightly negative when the
+    clouds match; ``biased=True`` keeps the diagonal (eq. 5, never negative). At most
+    ``max_points`` of each cloud are used (a seeded random subset) to bound memory.
     """
+    for name, cloud in (("a", a), ("b", b)):
+        if cloud.dim() != 2 or cloud.shape[0] < 2:
+            raise ValueError(f"MMD needs at least 2 points in each cloud; {name} has shape {list(cloud.shape)}")
     gen = torch.Generator().manual_seed(seed)
     a, b = _as_float64(a), _as_float64(b)
     a = a[torch.randperm(a.shape[0], generator=gen)[:max_points]]
@@ -37,7 +47,7 @@ def rbf_mmd(a: torch.Tensor, b: torch.Tensor, bandwidth: float = 0.02, max_point
 
     def mean_kernel(x, y, same: bool):
         k = torch.exp(-torch.cdist(x, y).square() / (2 * bandwidth ** 2))
-        if same:  # unbiased: leave out the diagonal
+        if same and not biased:  # unbiased: leave out the diagonal
             n = x.shape[0]
             return (k.sum() - k.diagonal().sum()) / (n * (n - 1))
         return k.mean()
@@ -57,4 +67,6 @@ def quality_report(samples: torch.Tensor, dataset: str = "s_curve", seed: int = 
         "swd_floor": sliced_wasserstein(other, fresh, seed=seed),
         "mmd": rbf_mmd(samples, fresh, seed=seed),
         "mmd_floor": rbf_mmd(other, fresh, seed=seed),
+        "mmd_biased": rbf_mmd(samples, fresh, seed=seed, biased=True),
+        "mmd_biased_floor": rbf_mmd(other, fresh, seed=seed, biased=True),
     }

@@ -22,6 +22,9 @@ class ModelConfig:
 class MLPDiffusion(nn.Module):
     def __init__(self, n_steps: int, num_units: int = 128):
         super().__init__()
+        for name, value in (("n_steps", n_steps), ("num_units", num_units)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
         self.config = ModelConfig(n_steps=n_steps, num_units=num_units)
         self.linears = nn.ModuleList([
             nn.Linear(2, num_units), nn.ReLU(),

@@ -1,6 +1,8 @@
 """The original's pictures: dataset, q(x_t) grid, reverse trajectory; plus loss curve and a GIF.
 
-Each function draws with matplotlib's Agg backend, writes ``path`` and returns it.
+Each function draws with matplotlib's Agg backend, writes ``path`` (through a temporary
+file and a rename, so an old picture is never left half-overwritten) and returns it.
+Point clouds are drawn with equal axes, so the S-curve keeps its shape.
 """
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.animation import FuncAnimation, PillowWriter  # noqa: E402
 
+from ._io import atomic_path  # noqa: E402
 from .diffusion import q_sample  # noqa: E402
 from .schedule import Schedule  # noqa: E402
 
@@ -18,22 +21,29 @@ _DOT = dict(color="tab:red", edgecolor="white", s=5)
 
 
 def _scatter(ax, points: torch.Tensor, title: str | None = None) -> None:
-    points = points.detach().cpu()
+    points = points.detach().cpu().float()
     ax.scatter(points[:, 0], points[:, 1], **_DOT)
+    ax.set_aspect("equal", adjustable="datalim")
     ax.set_axis_off()
     if title:
         ax.set_title(title)
 
 
 def _save(fig, path):
-    fig.savefig(path, dpi=100, bbox_inches="tight")
-    plt.close(fig)
+    try:
+        with atomic_path(path) as temp:
+            fig.savefig(temp, dpi=100, bbox_inches="tight")
+    finally:
+        plt.close(fig)
     return path
 
 
-def plot_dataset(points: torch.Tensor, path):
+def plot_dataset(points: torch.Tensor, path, title: str = "dataset"):
+    """One scatter plot of ``points`` [N, 2] (the data, or samples: say which in ``title``)."""
+    if points.shape[0] == 0:
+        raise ValueError("no points to plot")
     fig, ax = plt.subplots(figsize=(4, 4))
-    _scatter(ax, points, "dataset")
+    _scatter(ax, points, title)
     return _save(fig, path)
 
 
@@ -42,19 +52,27 @@ def plot_q_grid(points: torch.Tensor, schedule: Schedule, path, seed: int = 0):
     gen = torch.Generator().manual_seed(seed)
     steps = list(range(0, schedule.n_steps, max(1, schedule.n_steps // 20)))[:20]
     fig, axs = plt.subplots(2, 10, figsize=(28, 3))
+    if points.shape[0] == 0:
+        raise ValueError("no points to plot")
     for ax, t in zip(axs.flat, steps):
-        _scatter(ax, q_sample(points, t, schedule, generator=gen), f"$q(x_{{{t}}})$")
+        _scatter(ax, q_sample(points, t, schedule, generator=gen), f"$q(x_{{{t}}})$, t = {t}")
     for ax in list(axs.flat)[len(steps):]:
         ax.set_axis_off()
+    fig.suptitle(f"forward process: $x_0$ noised to step t of {schedule.n_steps}", y=1.04)
     return _save(fig, path)
 
 
-def plot_trajectory(states: torch.Tensor, path, labels=None):
-    """Panels of reverse-process states, e.g. [10, N, 2] for x_seq[10], x_seq[20], ..., x_seq[100]."""
+def plot_trajectory(states: torch.Tensor, path, n_steps: int = 100, every: int = 10,
+                    title: str = "reverse process: from noise $x_T$ to samples $x_0$"):
+    """Panels of reverse-process states [K, N, 2]: x_seq[every], x_seq[2 every], ..., the states
+    after every-th, 2 every-th, ... steps of the T = ``n_steps`` step loop, titled by their t."""
+    if states.shape[0] == 0 or states.shape[1] == 0:
+        raise ValueError("no states to plot")
     fig, axs = plt.subplots(1, states.shape[0], figsize=(2.8 * states.shape[0], 3), squeeze=False)
-    labels = labels or [f"x_seq[{10 * (i + 1)}]" for i in range(states.shape[0])]
-    for ax, state, label in zip(axs[0], states, labels):
-        _scatter(ax, state, label)
+    for k, (ax, state) in enumerate(zip(axs[0], states)):
+        t = n_steps - every * (k + 1)  # x_seq[j] is x_{T-j}
+        _scatter(ax, state, f"$x_{{{t}}}$, t = {t}")
+    fig.suptitle(title, y=1.04)
     return _save(fig, path)
 
 
@@ -86,6 +104,9 @@ def animate_reverse(trajectory: torch.Tensor, path, frames: int = 26, fps: int =
         ax.set_title(f"t = {steps_total - idx[k]}")
         return (dots,)
 
-    FuncAnimation(fig, draw, frames=len(idx), blit=False).save(path, writer=PillowWriter(fps=fps))
-    plt.close(fig)
+    try:
+        with atomic_path(path) as temp:
+            FuncAnimation(fig, draw, frames=len(idx), blit=False).save(temp, writer=PillowWriter(fps=fps))
+    finally:
+        plt.close(fig)
     return path

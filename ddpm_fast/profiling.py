@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 from torch.profiler import ProfilerActivity, profile, record_function
 
+from ._io import atomic_path
 from .backends._step import NVTX
 from .sampling import sample
 
@@ -26,7 +27,8 @@ def profile_sampler(model, schedule, backend: str, n: int, device, precision: st
             call()
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
-    prof.export_chrome_trace(trace_path)
+    with atomic_path(trace_path) as temp:
+        prof.export_chrome_trace(temp)
     if device.type == "cuda":
         NVTX["steps"] = True
         try:

@@ -5,7 +5,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ._checks import check_injected_noise, check_model_steps, check_same_device
+from ._checks import (check_count, check_device, check_fits, check_injected_noise, check_model_dtype,
+                      check_model_steps, check_same_device, check_seed)
 from .backends import SamplingJob, resolve_backend
 from .model import model_device, model_n_steps
 from .schedule import Schedule, make_schedule
@@ -17,15 +18,22 @@ def run_backend(backend: str, model: nn.Module, betas: torch.Tensor,
                 one_minus_alphas_bar_sqrt: torch.Tensor, shape, *, x_T=None, noise=None,
                 final_noise=True, generator=None, seed=None, precision="fp32",
                 trajectory=False, row_offset=0) -> torch.Tensor:
-    """Run one backend on already-checked inputs; x_0 [N, 2] or trajectory [T+1, N, 2]."""
+    """Run one backend on already-checked inputs; x_0 [N, 2] or trajectory [T+1, N, 2].
+
+    Computes in the model's dtype (float32; float64 for the eager reference): injected
+    ``x_T``/``noise`` of another floating dtype are converted to it.
+    """
     device = betas.device
     chosen = resolve_backend(backend, device, precision, bare_generator=generator is not None and seed is None)
+    dtype = check_model_dtype(model, chosen.name)
+    x_T = None if x_T is None else x_T.to(dtype)
+    noise = None if noise is None else noise.to(dtype)
     job = SamplingJob(model=model, betas=betas, one_minus_alphas_bar_sqrt=one_minus_alphas_bar_sqrt,
                       shape=tuple(shape), device=device, x_T=x_T, noise=noise, final_noise=final_noise,
                       generator=generator, seed=seed, precision=precision, trajectory=trajectory,
                       row_offset=row_offset)
     if shape[0] == 0:
-        empty = torch.empty(tuple(shape), device=device)
+        empty = torch.empty(tuple(shape), device=device, dtype=dtype)
         return empty.expand(betas.shape[0] + 1, *shape) if trajectory else empty
     with torch.no_grad():
         return chosen.run(job)
@@ -35,13 +43,23 @@ def _resolve_device(model: nn.Module, device) -> torch.device:
     params_on = model_device(model)
     if device is None:
         return params_on or torch.device("cpu")
-    device = torch.device(device)
+    device = check_device(device)
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", torch.cuda.current_device())
     if params_on is not None and params_on != device:
         raise ValueError(f"the model is on {params_on} but device={device} was asked for; "
                          f"move the model with model.to({str(device)!r})")
     return device
+
+
+def _as_schedule(schedule, model: nn.Module) -> Schedule:
+    """A Schedule; None is the default kind and a string a kind, both for the model's step count."""
+    if schedule is None or isinstance(schedule, str):
+        return make_schedule(model_n_steps(model) or 100, schedule or "sigmoid")
+    if not isinstance(schedule, Schedule):
+        raise TypeError(f"schedule must be a Schedule (from make_schedule) or a kind name, got "
+                        f"{type(schedule).__name__}")
+    return schedule
 
 
 def sample(model: nn.Module, n: int, *, schedule: Schedule | None = None, x_T=None, noise=None,
@@ -53,13 +71,18 @@ def sample(model: nn.Module, n: int, *, schedule: Schedule | None = None, x_T=No
     ``x_T`` ([n, 2]) and ``noise`` ([T, n, 2]) inject the randomness (SPEC's convention),
     which is how every backend reproduces the reference's numbers; otherwise each backend
     draws its own, from ``seed`` when given (the fast ones do not reproduce
-    ``torch.randn``'s stream; see README). Rows are processed ``chunk_size`` at a time.
+    ``torch.randn``'s stream; see README). Rows are processed ``chunk_size`` at a time
+    (None: all at once). ``schedule`` may also be a kind name ("sigmoid", "linear", "cosine").
+    A result that cannot fit in the device's free memory is refused before any work.
     """
-    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-        raise ValueError(f"n must be a non-negative integer, got {n!r}")
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    n = check_count(n, "n")
+    seed = check_seed(seed)
+    if chunk_size is not None:
+        chunk_size = check_count(chunk_size, "chunk_size", minimum=1)
     device = _resolve_device(model, device)
-    if schedule is None:
-        schedule = make_schedule(model_n_steps(model) or 100)
+    schedule = _as_schedule(schedule, model)
     schedule = schedule.to(device)
     check_model_steps(model, schedule.n_steps)
     check_injected_noise(x_T, noise, (n, 2), schedule.n_steps)
@@ -69,7 +92,8 @@ def sample(model: nn.Module, n: int, *, schedule: Schedule | None = None, x_T=No
     if generator is None and seed is not None:
         generator = torch.Generator(device).manual_seed(seed)
 
-    chunk = n if not chunk_size or n <= chunk_size else chunk_size
+    check_fits(n * 2 * 4, device, f"the result of sample(n={n}) ([n, 2] float32)")
+    chunk = n if chunk_size is None or n <= chunk_size else chunk_size
     starts = range(0, n, chunk) if n else [0]
     parts = []
     for lo in tqdm(starts, desc="sample", unit="chunk", disable=not progress or len(starts) < 2):

@@ -7,18 +7,22 @@ it too (as the original's plots did), so they are part of the stream.
 """
 from __future__ import annotations
 
+import copy
 import logging
+import math
 import time
 from dataclasses import asdict, dataclass, field
+from typing import Callable
 
 import torch
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler
 from tqdm.auto import tqdm
 
-from .data import make_dataset
+from ._checks import check_count, check_points
+from .data import DATASETS, make_dataset
 from .diffusion import diffusion_loss, eager_loop
 from .model import MLPDiffusion
-from .schedule import Schedule, make_schedule
+from .schedule import SCHEDULE_KINDS, Schedule, make_schedule
 
 log = logging.getLogger(__name__)
 
@@ -38,20 +42,49 @@ class TrainConfig:
     snapshot_every: int = 100  # epochs; 0 disables the sample snapshots
     snapshot_points: int | None = None  # None: as many points as the dataset, as the original
 
+    def __post_init__(self):
+        for name, minimum in (("n_points", 1), ("n_steps", 1), ("num_units", 1), ("batch_size", 1),
+                              ("epochs", 0), ("seed", 0), ("snapshot_every", 0)):
+            check_count(getattr(self, name), name, minimum)
+        if self.snapshot_points is not None:
+            check_count(self.snapshot_points, "snapshot_points", 1)
+        for name in ("lr", "clip_norm"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+                raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+        if self.dataset not in DATASETS:
+            raise ValueError(f"unknown dataset {self.dataset!r}; known datasets: {', '.join(DATASETS)}")
+        if self.schedule_kind not in SCHEDULE_KINDS:
+            raise ValueError(f"unknown schedule kind {self.schedule_kind!r}; known kinds: "
+                             f"{', '.join(SCHEDULE_KINDS)}")
+
 
 @dataclass
 class TrainResult:
     model: MLPDiffusion
     schedule: Schedule
     config: TrainConfig
-    losses: list[float]  # mean loss of each epoch
+    losses: list[float]  # mean loss of each finished epoch
     snapshots: dict[int, torch.Tensor] = field(default_factory=dict)  # epoch -> [10, n, 2]
     wall_time_s: float = 0.0
+    optimizer: torch.optim.Optimizer | None = None
+    rng_state: torch.Tensor | None = None  # the global CPU RNG state at the end of the last finished epoch
+    interrupted: bool = False  # stopped by ``should_stop`` before config.epochs
+
+    @property
+    def epochs_done(self) -> int:
+        return len(self.losses)
 
     def metadata(self) -> dict:
         return {"train_config": asdict(self.config), "final_loss": self.losses[-1] if self.losses else None,
-                "epochs_done": len(self.losses), "wall_time_s": self.wall_time_s,
+                "epochs_done": self.epochs_done, "wall_time_s": self.wall_time_s,
                 "torch_version": str(torch.__version__)}
+
+    def train_state(self) -> dict:
+        """What ``train(..., resume=...)`` needs to continue bit-exactly (saved in checkpoints)."""
+        return {"config": asdict(self.config), "losses": list(self.losses),
+                "optimizer_state": self.optimizer.state_dict(), "rng_state": self.rng_state,
+                "wall_time_s": self.wall_time_s}
 
 
 def shuffled_batches(dataset: torch.Tensor, batch_size: int) -> DataLoader:
@@ -64,23 +97,61 @@ def shuffled_batches(dataset: torch.Tensor, batch_size: int) -> DataLoader:
     return DataLoader(dataset, batch_size=None, sampler=sampler)
 
 
+def _resumable_config(config: TrainConfig, saved: dict) -> None:
+    """A run resumes with its own config; only ``epochs`` (the total) may change."""
+    ours = asdict(config)
+    differ = [f"{k}: {saved.get(k)!r} in the checkpoint, {ours[k]!r} now" for k in ours
+              if k != "epochs" and saved.get(k) != ours[k]]
+    if differ:
+        raise ValueError("cannot resume with a different training config: " + "; ".join(differ))
+
+
+def _epoch_end_state(model, optimizer) -> dict:
+    """Copies of what an interrupted epoch would otherwise corrupt (kept in memory, ~1 MB)."""
+    return {"model": copy.deepcopy(model.state_dict()), "optimizer": copy.deepcopy(optimizer.state_dict()),
+            "rng": torch.get_rng_state()}
+
+
 def train(config: TrainConfig = TrainConfig(), dataset: torch.Tensor | None = None,
-          progress: bool = True) -> TrainResult:
+          progress: bool = True, *, resume: tuple | None = None,
+          should_stop: Callable[[], bool] | None = None,
+          on_epoch_end: Callable[[TrainResult], None] | None = None) -> TrainResult:
+    """Train with the original recipe; the same seed gives the original script's weights.
+
+    ``resume``: ``(model, train_state)`` from ``load_train_state`` continues that run up to
+    ``config.epochs`` in all, bit for bit as if it had never stopped. ``should_stop()`` is
+    polled after every batch: when it is true, the epoch in progress is dropped, the model,
+    optimizer and RNG go back to the end of the last finished epoch, and the result says
+    ``interrupted``. ``on_epoch_end(result)`` runs after each finished epoch (for periodic
+    checkpoints).
+    """
     if dataset is None:
         dataset = make_dataset(config.dataset, config.n_points, seed=config.seed)
-    if config.batch_size < 1 or config.epochs < 0:
-        raise ValueError(f"need batch_size >= 1 and epochs >= 0, got {config.batch_size}, {config.epochs}")
+    check_points(dataset, "dataset")
     schedule = make_schedule(config.n_steps, config.schedule_kind)
     torch.manual_seed(config.seed)
     model = MLPDiffusion(config.n_steps, config.num_units)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    result = TrainResult(model, schedule, config, losses=[], optimizer=optimizer)
+    if resume is not None:
+        saved_model, state = resume
+        _resumable_config(config, state["config"])
+        model.load_state_dict(saved_model.state_dict())
+        optimizer.load_state_dict(state["optimizer_state"])
+        torch.set_rng_state(state["rng_state"])
+        result.losses = list(state["losses"])
+        result.snapshots = dict(state.get("snapshots") or {})
+        result.wall_time_s = state.get("wall_time_s", 0.0)
     loader = shuffled_batches(dataset, config.batch_size)
     snapshot_shape = (config.snapshot_points or dataset.shape[0], 2)
+    last = _epoch_end_state(model, optimizer)
+    result.rng_state = last["rng"]
 
-    result = TrainResult(model, schedule, config, losses=[])
-    start = time.perf_counter()
-    for epoch in tqdm(range(config.epochs), desc="train", unit="epoch", disable=not progress):
-        loss_sum = torch.zeros(())
+    start = time.perf_counter() - result.wall_time_s
+    epochs = range(result.epochs_done, config.epochs)
+    for epoch in tqdm(epochs, desc="train", unit="epoch", disable=not progress, initial=result.epochs_done,
+                      total=config.epochs):
+        loss_sum, stopped = torch.zeros(()), False
         for batch_x in loader:
             loss = diffusion_loss(model, batch_x, schedule)
             optimizer.zero_grad()
@@ -88,6 +159,15 @@ def train(config: TrainConfig = TrainConfig(), dataset: torch.Tensor | None = No
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip_norm)
             optimizer.step()
             loss_sum += loss.detach()
+            if should_stop is not None and should_stop():
+                stopped = True
+                break
+        if stopped:  # back to the end of the last finished epoch
+            model.load_state_dict(last["model"])
+            optimizer.load_state_dict(last["optimizer"])
+            torch.set_rng_state(last["rng"])
+            result.interrupted = True
+            break
         result.losses.append(float(loss_sum) / len(loader))
         if config.snapshot_every and epoch % config.snapshot_every == 0:
             with torch.no_grad():
@@ -95,5 +175,10 @@ def train(config: TrainConfig = TrainConfig(), dataset: torch.Tensor | None = No
                                    None, None, True, None, keep=True)
             result.snapshots[epoch] = torch.stack(x_seq[10::10])  # x_seq[10], ..., x_seq[100]
             log.info("epoch %d: loss %.5f (last batch %.5f)", epoch, result.losses[-1], float(loss.detach()))
+        last = _epoch_end_state(model, optimizer)
+        result.rng_state = last["rng"]
+        result.wall_time_s = time.perf_counter() - start
+        if on_epoch_end is not None:
+            on_epoch_end(result)
     result.wall_time_s = time.perf_counter() - start
     return result

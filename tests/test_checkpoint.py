@@ -35,7 +35,7 @@ def test_missing_truncated_and_foreign_files(tmp_path):
     with pytest.raises(ValueError, match="not a readable checkpoint"):
         D.load_checkpoint(tmp_path / "text.pt")
     torch.save({"something": torch.zeros(3)}, tmp_path / "other.pt")
-    with pytest.raises(ValueError, match="not an MLPDiffusion state dict"):
+    with pytest.raises(ValueError, match="neither a ddpm-fast checkpoint nor an MLPDiffusion state dict"):
         D.load_checkpoint(tmp_path / "other.pt")
     torch.save([1, 2], tmp_path / "list.pt")
     with pytest.raises(ValueError, match="not a checkpoint"):

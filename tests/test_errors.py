@@ -73,7 +73,7 @@ def test_n_zero_and_bad_n(setup):
     for backend in ("eager", "auto"):
         out = D.sample(model, 0, backend=backend)
         assert out.shape == (0, 2)
-    with pytest.raises(ValueError, match="non-negative integer"):
+    with pytest.raises(ValueError, match="n must be an integer >= 0, got -1"):
         D.sample(model, -1)
 
 

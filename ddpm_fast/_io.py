@@ -1,0 +1,133 @@
+"""Writing files so that nothing is lost: a temporary name beside the target, flushed to disk,
+then renamed over it (``os.replace`` is atomic on POSIX and Windows).
+
+A failure part-way (a full disk, Ctrl-C, a crash) leaves the previous file as it was and no
+half-written one. ``staged_outputs`` does the same for a group of files: all are written
+first, then all are renamed, so a failure while writing any of them changes none.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+from typing import Iterator
+
+
+def _temp_beside(path: str) -> str:
+    # Same directory (a rename across filesystems is not atomic) and the same extension, which
+    # np.save, matplotlib and Pillow read to choose the format. Hidden, so a crash's leftover
+    # is easy to tell apart.
+    directory, name = os.path.split(os.path.abspath(path))
+    stem, ext = os.path.splitext(name)
+    return os.path.join(directory, f".{stem}.{secrets.token_hex(4)}.tmp{ext}")
+
+
+def _fsync(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(directory: str) -> None:
+    try:  # makes the rename itself durable; not every platform can open a directory
+        _fsync(directory)
+    except OSError:
+        pass
+
+
+def _remove_quietly(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(path)
+
+
+class StagedOutputs:
+    """Temporary paths for a group of output files, renamed onto their targets together.
+
+    >>> with staged_outputs() as out:
+    ...     np.save(out.path("runs/x.npy"), array)   # write to out.path(target)
+    ...     fig.savefig(out.path("runs/x.png"))
+    # both renamed here; on an exception both temporaries are removed, the old files kept
+    """
+
+    def __init__(self) -> None:
+        self._pending: list[tuple[str, str]] = []  # (temporary, target)
+
+    def path(self, target) -> str:
+        target = os.fspath(target)
+        if os.path.isdir(target):
+            raise IsADirectoryError(21, "is a directory, not a file", target)
+        temp = _temp_beside(target)
+        self._pending.append((temp, target))
+        return temp
+
+    def commit(self) -> list[str]:
+        for temp, target in self._pending:
+            if not os.path.exists(temp):
+                raise FileNotFoundError(2, "nothing was written for", target)
+            _fsync(temp)
+        for temp, target in self._pending:
+            os.replace(temp, target)
+        for directory in {os.path.dirname(os.path.abspath(t)) for _, t in self._pending}:
+            _fsync_dir(directory)
+        written = [target for _, target in self._pending]
+        self._pending = []
+        return written
+
+    def discard(self) -> None:
+        for temp, _ in self._pending:
+            _remove_quietly(temp)
+        self._pending = []
+
+
+@contextlib.contextmanager
+def staged_outputs() -> Iterator[StagedOutputs]:
+    staged = StagedOutputs()
+    try:
+        yield staged
+    except BaseException:
+        staged.discard()
+        raise
+    try:
+        staged.commit()
+    except BaseException:
+        staged.discard()
+        raise
+
+
+@contextlib.contextmanager
+def atomic_path(target) -> Iterator[str]:
+    """A temporary path to write ``target`` through; renamed onto it when the block succeeds."""
+    with staged_outputs() as staged:
+        yield staged.path(target)
+
+
+def check_output_dir(path) -> str:
+    """Create ``path`` if needed and prove it writable, before any work; returns it.
+
+    Raises OSError (with the path) for a file where a directory is expected, a directory that
+    cannot be created, or one that cannot be written to.
+    """
+    path = os.fspath(path)
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise NotADirectoryError(20, "is a file, not a directory", path)
+    os.makedirs(path, exist_ok=True)
+    probe = _temp_beside(os.path.join(path, "write-probe"))
+    try:  # os.access misses read-only mounts and some ACLs; creating a file does not
+        with open(probe, "wb"):
+            pass
+    except OSError as err:
+        raise OSError(err.errno, f"cannot write into this directory ({err.strerror})", path) from None
+    finally:
+        _remove_quietly(probe)
+    return path
+
+
+def check_output_file(path) -> str:
+    """The directory of ``path`` is created and writable and ``path`` is not a directory."""
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        raise IsADirectoryError(21, "is a directory, not a file", path)
+    check_output_dir(os.path.dirname(os.path.abspath(path)))
+    return path

@@ -1,0 +1,175 @@
+"""Each bad input of issue 8 gets one line naming the problem and exit 2 from the CLI, and a
+ValueError/TypeError/RuntimeError with the same words from the API; never a wrong answer."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import ddpm_fast as D
+from ddpm_fast.cli import main
+
+
+def _fails(argv, capsys, message, tmp_path=None):
+    """The command exits 2 with exactly one stderr line holding ``message``; no traceback."""
+    try:
+        code = main(argv)
+    except SystemExit as exit_info:  # argparse's own errors: usage, then one error line
+        code = exit_info.code
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert message in err and "Traceback" not in err
+    assert len([line for line in err.splitlines() if "error:" in line]) == 1
+    if tmp_path is not None:
+        assert not [p for p in tmp_path.iterdir() if p.is_file()], "files were left behind"
+    return err
+
+
+@pytest.mark.parametrize("command", ["plot", "sample", "demo", "evaluate", "profile"])
+def test_n_zero_is_refused_up_front(command, tmp_path, capsys):
+    out = [] if command == "evaluate" else ["--out", str(tmp_path)]
+    _fails([command, "--n", "0", *out], capsys, "must be at least", tmp_path)
+
+
+def test_n_too_large_is_refused_before_sampling(tmp_path, capsys):
+    _fails(["sample", "--n", "1000000000000", "--out", str(tmp_path)], capsys, "needs about 42.0 TB on disk")
+    model, schedule = D.MLPDiffusion(100), D.make_schedule()
+    with pytest.raises(ValueError, match=r"the result of sample\(n=1000000000000\) .* needs 8.0 TB on cpu"):
+        D.sample(model, 10 ** 12)
+    with pytest.raises(ValueError, match="needs .* on cpu, which has"):
+        D.p_sample_loop(model, (10 ** 10, 2), 100, schedule.betas, schedule.one_minus_alphas_bar_sqrt)
+
+
+def test_bench_bad_arguments(tmp_path, capsys):
+    _fails(["bench", "--backends", "bogus"], capsys, "unknown backends 'bogus'; known backends: compile")
+    _fails(["bench", "--precisions", "fp8"], capsys, "unknown precisions 'fp8'; known precisions: fp32")
+    _fails(["bench", "--repeats", "0"], capsys, "must be at least 1")
+    _fails(["bench", "--n", "0"], capsys, "must be at least 1")
+
+
+def test_bench_bf16_on_cpu_skips_quickly(capsys):
+    assert main(["bench", "--n", "8", "--precisions", "bf16", "--backends", "eager", "--repeats", "1",
+                 "--quiet"]) == 0
+    assert "skipped eager bf16 N=8: supports precisions fp32" in capsys.readouterr().out
+
+
+def test_evaluate_draws_zero(capsys):
+    _fails(["evaluate", "--draws", "0"], capsys, "must be at least 1")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_missing_is_named(tmp_path, capsys):
+    err = _fails(["sample", "--device", "cuda", "--out", str(tmp_path)], capsys, "needs CUDA, which is not available")
+    assert "checkpoint" not in err
+    with pytest.raises(RuntimeError, match="device 'cuda' needs CUDA, which is not available"):
+        D.sample(D.MLPDiffusion(100), 4, device="cuda")
+    with pytest.raises(RuntimeError, match="needs CUDA, which is not available"):
+        D.load_pretrained("cuda")
+
+
+def _save(path, payload):
+    torch.save(payload, path)
+    return str(path)
+
+
+def test_damaged_checkpoints_name_the_file_and_the_fault(tmp_path, capsys):
+    good = {"format": "ddpm-fast-checkpoint", "version": 1,
+            "model_state": D.MLPDiffusion(100).state_dict(), "model_config": {"n_steps": 100, "num_units": 128},
+            "schedule_config": D.make_schedule().config()}
+    cases = {
+        "no_state.pt": ({k: v for k, v in good.items() if k != "model_state"}, "has no 'model_state'"),
+        "bad_config.pt": ({**good, "model_config": {"n_steps": 100, "num_units": 0}}, "model_config"),
+        "bad_schedule.pt": ({**good, "schedule_config": {"kind": "quadratic"}}, "schedule_config"),
+    }
+    for name, (payload, message) in cases.items():
+        path = _save(tmp_path / name, payload)
+        with pytest.raises(ValueError, match=message):
+            D.load_checkpoint(path)
+        _fails(["sample", "--checkpoint", path, "--n", "5", "--out", str(tmp_path / "o")], capsys, name)
+    (tmp_path / "text.pt").write_text("hello, not a checkpoint\n")
+    (tmp_path / "empty.pt").write_bytes(b"")
+    for name, message in (("text.pt", "not a file written by torch.save (it starts with b'hello, n')"),
+                          ("empty.pt", "the file is empty (0 bytes)")):
+        with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+            D.load_checkpoint(tmp_path / name)
+        err = _fails(["evaluate", "--checkpoint", str(tmp_path / name)], capsys, message)
+        assert err.strip().endswith(")")  # not ': 101' or ': '
+
+
+def test_non_finite_weights_are_refused(tmp_path, capsys):
+    model = D.MLPDiffusion(100)
+    with torch.no_grad():
+        model.linears[2].weight[0, 0] = float("nan")
+        model.step_embeddings[1].weight[5, 3] = float("inf")
+    D.save_checkpoint(tmp_path / "nan.pt", model, D.make_schedule())
+    with pytest.raises(ValueError, match="NaN or infinite weights in linears.2.weight, step_embeddings.1.weight"):
+        D.load_checkpoint(tmp_path / "nan.pt")
+    _fails(["evaluate", "--checkpoint", str(tmp_path / "nan.pt")], capsys, "NaN or infinite weights")
+
+
+def test_samples_that_overflow_are_never_written(tmp_path, capsys):
+    model = D.MLPDiffusion(100)
+    with torch.no_grad():
+        model.linears[6].weight.fill_(1e37)  # finite weights, infinite predictions
+    D.save_checkpoint(tmp_path / "huge.pt", model, D.make_schedule())
+    out = tmp_path / "out"
+    _fails(["sample", "--checkpoint", str(tmp_path / "huge.pt"), "--n", "5", "--backend", "eager",
+            "--out", str(out)], capsys, "5 of 5 points are NaN or infinite; nothing written")
+    assert not list(out.iterdir())
+
+
+def test_os_errors_are_one_line(tmp_path, capsys):
+    (tmp_path / "dir.pt").mkdir()
+    _fails(["sample", "--checkpoint", str(tmp_path / "dir.pt")], capsys, "is a directory, not a file")
+    (tmp_path / "f2").write_text("")
+    _fails(["bench", "--n", "8", "--plot", str(tmp_path / "f2" / "x.png")], capsys, "f2: is a file, not a directory")
+
+
+def test_api_accepts_any_integral_n_and_converts_injected_dtypes():
+    model, schedule = D.load_pretrained()
+    assert D.sample(model, np.int64(7), seed=0).shape == (7, 2)
+    assert D.sample(model, torch.tensor(3), seed=0).shape == (3, 2)
+    x_T, noise = torch.randn(5, 2, dtype=torch.float64), torch.randn(100, 5, 2, dtype=torch.float64)
+    ref = D.sample(model, 5, x_T=x_T.float(), noise=noise.float(), backend="eager")
+    assert torch.equal(D.sample(model, 5, x_T=x_T, noise=noise, backend="eager"), ref)
+    assert D.sample(model, 5, schedule="sigmoid", seed=1).shape == (5, 2)
+    double = D.sample(model.double(), 5, x_T=x_T, noise=noise, backend="eager")  # the float64 reference
+    assert double.dtype == torch.float64
+    model.float()
+    assert (double - ref).abs().max() < 1e-4
+
+
+def test_api_bad_values_name_the_problem():
+    model, schedule = D.MLPDiffusion(100), D.make_schedule()
+    checks = [
+        (lambda: D.sample(model, 4.0), TypeError, "n must be an integer, got 4.0"),
+        (lambda: D.sample(model, 4, chunk_size=-3), ValueError, "chunk_size must be an integer >= 1, got -3"),
+        (lambda: D.sample(model, 4, seed=2 ** 64), ValueError, "seed must be below 2\\*\\*63"),
+        (lambda: D.sample(model, 4, seed=-1), ValueError, "seed must be an integer >= 0"),
+        (lambda: D.sample(model, 4, schedule=5), TypeError, "schedule must be a Schedule"),
+        (lambda: D.sample(model, 4, schedule="sigmoidal"), ValueError, "unknown schedule kind 'sigmoidal'"),
+        (lambda: D.sample("model", 4), TypeError, "model must be a torch.nn.Module"),
+        (lambda: D.sample(model.to(torch.bfloat16), 4), TypeError, "parameters are torch.bfloat16; backend 'eager' "
+                                                                   "needs a float32 model"),
+        (lambda: D.p_sample_loop(model.float(), (-3, 2), 100, schedule.betas, schedule.one_minus_alphas_bar_sqrt),
+         ValueError, r"N \(shape\[0\]\) must be an integer >= 0, got -3"),
+        (lambda: D.p_sample_loop(model, (3, 2), 100, [0.1] * 100, schedule.one_minus_alphas_bar_sqrt),
+         TypeError, "betas must be a floating-point tensor"),
+        (lambda: D.TrainConfig(num_units=0), ValueError, "num_units must be an integer >= 1, got 0"),
+        (lambda: D.TrainConfig(lr=float("nan")), ValueError, "lr must be a positive finite number"),
+        (lambda: D.MLPDiffusion(100, 0), ValueError, "num_units must be a positive integer"),
+    ]
+    for call, kind, message in checks:
+        with pytest.raises(kind, match=message):
+            call()
+    model.float()
+    with pytest.raises(TypeError, match="backend 'triton-fused' needs a float32 model"):
+        D.sample(model.double(), 4, seed=0, backend="triton-fused")
+
+
+def test_evaluate_reports_the_biased_mmd_beside_the_unbiased(capsys):
+    assert main(["evaluate", "--n", "300", "--draws", "1", "--quiet"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    median = report["median"]
+    assert median["mmd_biased"] >= 0 and median["mmd_biased_floor"] >= 0
+    assert median["mmd_biased"] > median["mmd"] and "can be slightly negative" in report["note"]

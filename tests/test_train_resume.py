@@ -1,0 +1,94 @@
+"""Ctrl-C in `train` keeps every finished epoch, and `train --resume` continues bit for bit."""
+import importlib
+import json
+import signal
+
+import pytest
+import torch
+
+import ddpm_fast as D
+from ddpm_fast.cli import main
+
+train_module = importlib.import_module("ddpm_fast.train")  # the module; ddpm_fast.train is the function
+TINY = ["--n-points", "300", "--batch-size", "128", "--snapshot-every", "1", "--seed", "3", "--quiet"]
+
+
+def _interrupt_at_batch(monkeypatch, batch: int, signum=signal.SIGINT):
+    """Deliver a real signal to this process during batch ``batch`` (1-based) of the run."""
+    real_loss, calls = train_module.diffusion_loss, {"n": 0}
+
+    def loss_then_signal(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == batch:
+            signal.raise_signal(signum)
+        return real_loss(*args, **kwargs)
+    monkeypatch.setattr(train_module, "diffusion_loss", loss_then_signal)
+
+
+def _weights(path):
+    model, _, meta = D.load_checkpoint(path)
+    return model.state_dict(), meta
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_interrupt_then_resume_equals_one_run(tmp_path, monkeypatch, capsys, signum):
+    # 300 points in batches of 128: 3 batches an epoch. A signal in batch 8 (epoch 2) keeps epochs 0-1.
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    assert main(["train", "--epochs", "4", "--out", str(whole), *TINY]) == 0
+    _interrupt_at_batch(monkeypatch, 8, signum)
+    capsys.readouterr()
+    assert main(["train", "--epochs", "4", "--out", str(cut), *TINY]) == 128 + signum
+    out, err = capsys.readouterr()
+    report = json.loads(out)
+    assert f"stopped after epoch 2 of 4; resume with: ddpm-fast train --out {cut} --resume" in err
+    assert report["epochs_done"] == 2 and "--resume" in report["resume_with"]
+    state, meta = _weights(cut / "checkpoint.pt")
+    assert meta["epochs_done"] == 2 and len(meta["losses"]) == 2
+    monkeypatch.undo()
+
+    assert main(["train", "--resume", "--out", str(cut), "--quiet"]) == 0
+    expected, expected_meta = _weights(whole / "checkpoint.pt")
+    resumed, resumed_meta = _weights(cut / "checkpoint.pt")
+    assert all(torch.equal(expected[k], resumed[k]) for k in expected)
+    assert resumed_meta["losses"] == expected_meta["losses"]
+    snapshots_whole = torch.load(whole / "snapshots.pt")
+    snapshots_cut = torch.load(cut / "snapshots.pt")
+    assert sorted(snapshots_cut) == [0, 1, 2, 3]
+    assert all(torch.equal(snapshots_whole[k], snapshots_cut[k]) for k in snapshots_whole)
+
+
+def test_resume_extends_and_refuses_another_config(tmp_path):
+    out = tmp_path / "run"
+    assert main(["train", "--epochs", "1", "--out", str(out), *TINY]) == 0
+    assert main(["train", "--resume", "--epochs", "2", "--out", str(out), "--quiet"]) == 0
+    assert _weights(out / "checkpoint.pt")[1]["epochs_done"] == 2
+    assert main(["train", "--resume", "--epochs", "3", "--lr", "0.01", "--out", str(out), "--quiet"]) == 2
+
+
+def test_train_never_overwrites_a_checkpoint_unasked(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--epochs", "1", "--out", str(out), *TINY]) == 0
+    before = (out / "checkpoint.pt").read_bytes()
+    assert main(["train", "--epochs", "1", "--out", str(out), *TINY]) == 2
+    assert "pass --resume to continue it or --overwrite" in capsys.readouterr().err
+    assert (out / "checkpoint.pt").read_bytes() == before
+    assert main(["train", "--epochs", "1", "--out", str(out), "--overwrite", *TINY]) == 0
+
+
+def test_api_stop_drops_the_epoch_in_progress():
+    config = D.TrainConfig(n_points=300, epochs=3, snapshot_every=0, seed=1)
+    calls = iter(range(100))
+    result = D.train(config, progress=False, should_stop=lambda: next(calls) >= 4)  # stops in epoch 1
+    assert result.interrupted and result.epochs_done == 1
+    resumed = D.train(config, progress=False, resume=(result.model, result.train_state()))
+    whole = D.train(config, progress=False)
+    assert resumed.losses == whole.losses
+    assert all(torch.equal(a, b) for a, b in zip(resumed.model.parameters(), whole.model.parameters()))
+
+
+def test_resume_needs_a_training_checkpoint(tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    D.save_checkpoint(out / "checkpoint.pt", D.MLPDiffusion(100), D.make_schedule())
+    assert main(["train", "--resume", "--out", str(out), "--quiet"]) == 2
+    assert "has no training state to resume from" in capsys.readouterr().err
