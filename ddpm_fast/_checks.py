@@ -24,6 +24,16 @@ def check_points(x: torch.Tensor, name: str = "x") -> None:
         raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
 
 
+def check_generator(generator) -> None:
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+
+
+def check_flag(value, name: str) -> None:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+
+
 def check_timestep(t: int, n_steps: int) -> None:
     if isinstance(t, bool) or not isinstance(t, int):
         raise TypeError(f"t must be a Python int, got {type(t).__name__}")
@@ -105,7 +115,7 @@ def check_device(device) -> torch.device:
     try:
         device = torch.device(device)
     except (RuntimeError, TypeError) as err:
-        raise ValueError(f"not a device: {device!r} ({err})") from None
+        raise ValueError(f"not a device: {device!r} ({' '.join(str(err).split())[:200]})") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
             why = ("this torch is a CPU-only build" if torch.version.cuda is None
@@ -156,14 +166,14 @@ def available_memory(device: torch.device) -> int | None:
 def format_bytes(n: float) -> str:
     for unit in ("B", "KB", "MB", "GB", "TB", "PB"):
         if n < 1000 or unit == "PB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}" if n < 1e5 else f"{n:.2g} {unit}"
         n /= 1000
     raise AssertionError("unreachable")
 
 
-def check_fits(n_bytes: int, device: torch.device, what: str) -> None:
+def check_fits(n_bytes: int, device: torch.device, what: str, hint: str = "ask for fewer points") -> None:
     """Refuse up front an allocation that cannot fit, instead of failing (or swapping) later."""
     free = available_memory(device)
     if free is not None and n_bytes > free:
         raise ValueError(f"{what} needs {format_bytes(n_bytes)} on {device}, which has "
-                         f"{format_bytes(free)} available; ask for fewer points")
+                         f"{format_bytes(free)} available; {hint}")

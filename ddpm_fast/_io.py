@@ -55,9 +55,11 @@ class StagedOutputs:
         self._pending: list[tuple[str, str]] = []  # (temporary, target)
 
     def path(self, target) -> str:
-        target = os.fspath(target)
+        target = os.path.realpath(os.fsdecode(target))  # through a symlink: replace what it points to
         if os.path.isdir(target):
             raise IsADirectoryError(21, "is a directory, not a file", target)
+        if is_special_file(target):  # /dev/null, a FIFO: written in place, it cannot be replaced
+            return target
         temp = _temp_beside(target)
         self._pending.append((temp, target))
         return temp
@@ -103,13 +105,20 @@ def atomic_path(target) -> Iterator[str]:
         yield staged.path(target)
 
 
+def is_special_file(path) -> bool:
+    """A device, FIFO or socket (``/dev/null``, ``/dev/stdout``): written to, never renamed over."""
+    return os.path.exists(path) and not os.path.isfile(path) and not os.path.isdir(path)
+
+
 def check_output_dir(path) -> str:
     """Create ``path`` if needed and prove it writable, before any work; returns it.
 
     Raises OSError (with the path) for a file where a directory is expected, a directory that
     cannot be created, or one that cannot be written to.
     """
-    path = os.fspath(path)
+    path = os.fsdecode(path)
+    if not path:
+        raise ValueError("the output directory is an empty string")
     if os.path.exists(path) and not os.path.isdir(path):
         raise NotADirectoryError(20, "is a file, not a directory", path)
     os.makedirs(path, exist_ok=True)
@@ -126,8 +135,11 @@ def check_output_dir(path) -> str:
 
 def check_output_file(path) -> str:
     """The directory of ``path`` is created and writable and ``path`` is not a directory."""
-    path = os.fspath(path)
+    path = os.fsdecode(path)
+    if not path:
+        raise ValueError("the output file is an empty string")
     if os.path.isdir(path):
         raise IsADirectoryError(21, "is a directory, not a file", path)
-    check_output_dir(os.path.dirname(os.path.abspath(path)))
+    if not is_special_file(os.path.realpath(path)):
+        check_output_dir(os.path.dirname(os.path.realpath(path)))
     return path

@@ -221,7 +221,9 @@ def plot_throughput(result: dict, path) -> str:
     ax.set_yscale("log")
     ax.set_xlabel("N (points)")
     ax.set_ylabel("point-steps per second")
-    ax.set_title(result["environment"]["device_name"])
+    env = result["environment"]
+    ax.set_title(f"sampling throughput, T = {result['n_steps']}: {env['device_name']}, torch {env['torch']}",
+                 fontsize=9)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     return _save(fig, path)

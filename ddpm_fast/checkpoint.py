@@ -7,7 +7,9 @@ checked: every problem is a ValueError that names the file and what is wrong wit
 """
 from __future__ import annotations
 
+import math
 import os
+import warnings
 from importlib import resources
 
 import torch
@@ -49,8 +51,14 @@ def _what_is_wrong(path: str, err: Exception) -> str:
     if "Weights only load failed" in str(err):
         return ("it holds Python objects other than tensors, numbers, strings and containers, "
                 "which a safe load (weights_only=True) refuses: loading them could run code")
-    first_line = (str(err).strip().splitlines() or [""])[0][:200]
-    return f"truncated or damaged ({type(err).__name__}{': ' + first_line if first_line else ''})"
+    detail = _one_line(str(err))
+    return f"truncated or damaged ({type(err).__name__}{': ' + detail if detail else ''})"
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    """A message of torch's, possibly many lines long, as one line cut at a word."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit].rsplit(" ", 1)[0] + " ..."
 
 
 def _read(path: str, map_location):
@@ -59,7 +67,9 @@ def _read(path: str, map_location):
     if os.path.isdir(path):
         raise ValueError(f"checkpoint {path!r} is a directory, not a file")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # torch warns about pickle protocols before failing: one line is enough
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # truncated and foreign files fail in many ways inside torch.load
         raise ValueError(f"{path!r} is not a readable checkpoint: {_what_is_wrong(path, err)}") from err
 
@@ -104,19 +114,26 @@ def _build(path: str, payload):
             schedule = make_schedule(**schedule_config)
         except (TypeError, ValueError) as err:
             raise ValueError(f"{path!r}: its schedule_config {schedule_config} is not valid: {err}") from None
+        if not isinstance(metadata, dict):
+            raise ValueError(f"{path!r} is a damaged ddpm-fast checkpoint: 'metadata' is a "
+                             f"{type(metadata).__name__}, not a dict")
     else:
         state, model_config = payload, _config_from_state_dict(path, payload)
-        schedule = make_schedule(model_config["n_steps"])
         metadata = {"source": "plain state dict"}
+        schedule = None
     try:
         model = MLPDiffusion(**model_config)
     except (TypeError, ValueError) as err:
         raise ValueError(f"{path!r}: its model_config {model_config} is not valid: {err}") from None
+    schedule = schedule or make_schedule(model.config.n_steps)
+    if schedule.n_steps != model.config.n_steps:
+        raise ValueError(f"{path!r}: its schedule has {schedule.n_steps} steps but its model's step embeddings "
+                         f"hold {model.config.n_steps}")
     try:
         model.load_state_dict(state)
-    except (RuntimeError, TypeError, AttributeError) as err:
+    except (RuntimeError, TypeError, AttributeError, ValueError) as err:
         raise ValueError(f"{path!r}: its weights do not fit MLPDiffusion(n_steps={model.config.n_steps}, "
-                         f"num_units={model.config.num_units}): {str(err).splitlines()[0]}") from None
+                         f"num_units={model.config.num_units}): {_one_line(str(err))}") from None
     _check_finite(path, state)
     return model, schedule, metadata
 
@@ -128,21 +145,31 @@ def load_checkpoint(path, map_location="cpu"):
     and ValueError naming the file and the fault for anything that is not a sound checkpoint
     (empty, truncated, foreign, missing parts, NaN or infinite weights).
     """
-    path = os.fspath(path)
-    device = check_device(map_location)
+    path = os.fsdecode(path)
+    device = check_device("cpu" if map_location is None else map_location)
     model, schedule, metadata = _build(path, _read(path, "cpu"))
     return model.to(device).eval(), schedule.to(device), metadata
 
 
 def load_train_state(path):
     """``(model, schedule, metadata, train_state)`` of a checkpoint written by ``train``, on the CPU."""
-    path = os.fspath(path)
+    path = os.fsdecode(path)
     payload = _read(path, "cpu")
     model, schedule, metadata = _build(path, payload)
     train_state = payload.get("train_state")
     if not isinstance(train_state, dict):
         raise ValueError(f"{path!r} has no training state to resume from (it was not written by "
                          "`ddpm-fast train`, or by a version before resuming existed)")
+    expected = {"config": dict, "losses": list, "optimizer_state": dict, "rng_state": torch.Tensor}
+    for key, kind in expected.items():
+        if not isinstance(train_state.get(key), kind):
+            raise ValueError(f"{path!r} has a damaged training state: {key!r} is "
+                             f"{type(train_state.get(key)).__name__}, not {kind.__name__}")
+    if train_state["rng_state"].dtype != torch.uint8:
+        raise ValueError(f"{path!r} has a damaged training state: rng_state is {train_state['rng_state'].dtype}, "
+                         "not torch.uint8")
+    if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in train_state["losses"]):
+        raise ValueError(f"{path!r} has a damaged training state: losses are not all finite numbers")
     return model, schedule, metadata, train_state
 
 

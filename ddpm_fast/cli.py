@@ -11,19 +11,20 @@ import shutil
 import signal
 import statistics
 import sys
+import threading
 import time
 from dataclasses import fields, replace
 
 import torch
 
 from . import __version__
-from ._checks import check_device, format_bytes
+from ._checks import check_device, check_fits, format_bytes
 from ._io import atomic_path, check_output_dir, check_output_file, staged_outputs
 from .backends.compiled import COMPILE_MODES, set_compile_mode
 from .checkpoint import load_checkpoint, load_train_state, pretrained_path, save_checkpoint
 from .data import DATASETS, make_dataset
 from .schedule import SCHEDULE_KINDS
-from .train import TrainConfig, train
+from .train import TrainConfig, train, training_bytes
 
 TRAIN_FLAGS = ("dataset", "n_points", "epochs", "batch_size", "lr", "n_steps", "num_units", "schedule_kind",
                "snapshot_every", "seed")
@@ -38,25 +39,56 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
-def _positive_int(text: str) -> int:
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad argument is one line (no usage block): 'ddpm-fast sample: error: ...'."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _integer(text: str) -> int:
+    """'10000', '1e6' or '1_000': an integer, refusing fractions, infinities and garbage."""
     try:
-        value = int(float(text)) if "e" in text.lower() else int(text)
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+    if not math.isfinite(value) or not value.is_integer():
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}")
+    return int(value)
 
 
-def _at_least_2(text: str) -> int:
-    value = _positive_int(text)
-    if value < 2:
-        raise argparse.ArgumentTypeError("must be at least 2: SWD and MMD compare clouds of points")
-    return value
+def _int_at_least(minimum: int, why: str = ""):
+    def parse(text: str) -> int:
+        value = _integer(text)
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}{why}, got {value}")
+        return value
+    parse.__name__ = f"integer >= {minimum}"  # argparse names the type in some messages
+    return parse
 
 
-def _non_negative_int(text: str) -> int:
-    return 0 if text.strip() == "0" else _positive_int(text)
+_positive_int = _int_at_least(1)
+_non_negative_int = _int_at_least(0)
+_at_least_2 = _int_at_least(2, " (SWD and MMD compare clouds of points)")
+
+
+def _device(text: str) -> str:
+    """cpu, cuda or cuda:N, checked against this machine (a missing GPU is said as such)."""
+    try:
+        device = torch.device(text)
+    except (RuntimeError, TypeError):
+        raise argparse.ArgumentTypeError(f"not a device: {text!r}; use cpu, cuda or cuda:N") from None
+    if device.type not in ("cpu", "cuda") or (device.type == "cpu" and device.index not in (None, 0)):
+        raise argparse.ArgumentTypeError(f"{text!r}: the commands run on cpu, cuda or cuda:N")
+    try:
+        check_device(device)
+    except RuntimeError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return str(device)
 
 
 def _say(args, message: str, always: bool = False) -> None:
@@ -67,13 +99,14 @@ def _say(args, message: str, always: bool = False) -> None:
 
 def _load(args):
     path = args.checkpoint or pretrained_path()
-    check_device(args.device)  # before the checkpoint: a missing GPU is not a damaged file
     model, schedule, meta = load_checkpoint(path, map_location=args.device)
     return model, schedule, meta
 
 
 def _check_finite(points: torch.Tensor, what: str) -> None:
-    bad = int((~torch.isfinite(points)).any(dim=-1).sum())
+    """``points`` [N, 2] or a trajectory [T+1, N, 2]: refuse to write NaN or inf."""
+    bad_rows = (~torch.isfinite(points)).any(dim=-1)  # [N] or [T+1, N]
+    bad = int((bad_rows.any(dim=0) if points.dim() == 3 else bad_rows).sum())
     if bad:
         raise ValueError(f"{what}: {bad} of {points.shape[-2]} points are NaN or infinite; nothing written")
 
@@ -92,63 +125,115 @@ def _train_config(args, base: TrainConfig) -> TrainConfig:
 
 def _save_run(out: str, result) -> str:
     """checkpoint.pt (resumable) and snapshots.pt, renamed into place together."""
-    ckpt = os.path.join(out, "checkpoint.pt")
+    ckpt, snapshots = os.path.join(out, "checkpoint.pt"), os.path.join(out, "snapshots.pt")
     with staged_outputs() as staged:
         save_checkpoint(staged.path(ckpt), result.model, result.schedule,
                         {**result.metadata(), "losses": result.losses}, train_state=result.train_state())
         if result.snapshots:
-            torch.save(result.snapshots, staged.path(os.path.join(out, "snapshots.pt")))
+            torch.save(result.snapshots, staged.path(snapshots))
+    if not result.snapshots and os.path.exists(snapshots):  # an overwritten run's: not this model's
+        os.remove(snapshots)
     return ckpt
+
+
+def _load_snapshots(path: str) -> dict:
+    try:
+        snapshots = torch.load(path, weights_only=True)
+    except Exception as err:  # a damaged file fails in many ways inside torch.load
+        raise ValueError(f"{path!r} is not a readable snapshots file ({type(err).__name__}); move it away "
+                         "to resume without the earlier snapshots") from None
+    if not isinstance(snapshots, dict) or not all(isinstance(k, int) and isinstance(v, torch.Tensor)
+                                                  for k, v in snapshots.items()):
+        raise ValueError(f"{path!r} is not a dict of epoch -> tensor; move it away to resume without it")
+    return snapshots
+
+
+def _prepare_train(args):
+    """(out, config, resume) with every path and flag checked before any training."""
+    ckpt = os.path.join(args.out, "checkpoint.pt")
+    if not args.resume:
+        config = _train_config(args, TrainConfig())
+        check_fits(training_bytes(config), torch.device("cpu"), "this training run",
+                   "use a smaller --n-points, --num-units or --n-steps")
+        out = check_output_dir(args.out)
+        if os.path.exists(ckpt) and not args.overwrite:
+            raise FileExistsError(17, "holds a checkpoint: pass --resume to continue it or --overwrite "
+                                      "to train a new model in its place", ckpt)
+        return out, config, None
+    if args.overwrite:
+        raise ValueError("--resume continues the checkpoint in --out and --overwrite replaces it: pass one")
+    model, _, _, state = load_train_state(ckpt)  # before creating anything: the run must exist
+    out = check_output_dir(args.out)
+    try:
+        saved = TrainConfig(**state["config"])
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{ckpt!r}: its training config is not valid: {err}") from None
+    config = _train_config(args, saved)
+    done = len(state["losses"])
+    if config.epochs < done:
+        raise ValueError(f"--epochs {config.epochs} is fewer than the {done} epochs {ckpt} has done")
+    snapshots = os.path.join(out, "snapshots.pt")
+    if os.path.exists(snapshots):
+        state["snapshots"] = _load_snapshots(snapshots)
+    _say(args, f"resuming {ckpt} after {done} of {config.epochs} epochs")
+    return out, config, (model, state)
 
 
 def cmd_train(args) -> int:
     from .plotting import plot_loss, plot_trajectory
-    out = check_output_dir(args.out)
-    ckpt = os.path.join(out, "checkpoint.pt")
-    resume = None
-    if args.resume:
-        model, _, _, state = load_train_state(ckpt)
-        config = _train_config(args, TrainConfig(**state["config"]))
-        snapshots = os.path.join(out, "snapshots.pt")
-        if os.path.exists(snapshots):
-            state["snapshots"] = torch.load(snapshots, weights_only=True)
-        resume = (model, state)
-        _say(args, f"resuming {ckpt} after epoch {len(state['losses'])} of {config.epochs}")
-    else:
-        if os.path.exists(ckpt) and not args.overwrite:
-            raise FileExistsError(17, "holds a checkpoint: pass --resume to continue it or --overwrite "
-                                      "to train a new model in its place", ckpt)
-        config = _train_config(args, TrainConfig())
-
-    stop = {"signal": None}
+    out, config, resume = _prepare_train(args)
+    for name in ("checkpoint.pt", "snapshots.pt", "loss.png"):
+        check_output_file(os.path.join(out, name))
+    stop = {"signal": None, "saving": False}
 
     def request_stop(signum, frame):
+        if stop["saving"]:  # a save takes a moment; cutting it short would only lose it
+            _say(args, "saving a checkpoint: wait a moment", always=True)
+            return
         if stop["signal"] is not None:  # a second Ctrl-C: stop now, keep the last periodic checkpoint
             raise KeyboardInterrupt
         stop["signal"] = signum
         _say(args, f"{signal.Signals(signum).name}: saving the last finished epoch "
                    "(press Ctrl-C again to quit without saving)", always=True)
 
-    def periodic_save(result):
-        if args.save_every and result.epochs_done % args.save_every == 0:
-            _save_run(out, result)
+    def save(result):
+        stop["saving"] = True
+        try:
+            return _save_run(out, result)
+        finally:
+            stop["saving"] = False
 
-    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    def periodic_save(result):
+        if args.save_every and result.epochs_done % args.save_every == 0 and math.isfinite(result.losses[-1]):
+            save(result)
+
+    in_main_thread = threading.current_thread() is threading.main_thread()  # where handlers can be set
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)
+                if in_main_thread}
     try:
         result = train(config, progress=not args.quiet, resume=resume,
                        should_stop=lambda: stop["signal"] is not None, on_epoch_end=periodic_save)
+        if result.losses and not math.isfinite(result.losses[-1]):
+            raise ValueError(f"training diverged: the mean loss of epoch {result.epochs_done} is "
+                             f"{result.losses[-1]}; this run's checkpoint is not written (try a lower --lr)")
+        _say(args, f"saving {out}/checkpoint.pt after {result.epochs_done} of {config.epochs} epochs")
+        ckpt = save(result)
+    except KeyboardInterrupt:
+        _say(args, f"quit without saving the epochs since the last periodic checkpoint (every {args.save_every} "
+                   f"epochs) in {out}", always=True)
+        raise
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    if result.losses and not math.isfinite(result.losses[-1]):
-        raise ValueError(f"training diverged: the loss of epoch {result.epochs_done - 1} is "
-                         f"{result.losses[-1]}; no checkpoint written (try a lower --lr)")
-    _save_run(out, result)
-    written = [ckpt, plot_loss(result.losses, os.path.join(out, "loss.png"))]
+    written = [ckpt]
+    if result.losses:
+        _say(args, "drawing the loss curve" + (" and the last snapshot" if result.snapshots else ""))
+        written.append(plot_loss(result.losses, os.path.join(out, "loss.png")))
     if result.snapshots:
-        last = max(result.snapshots)
+        last = max(result.snapshots)  # 0-based: the snapshot taken after epoch `last` + 1
         written.append(plot_trajectory(result.snapshots[last], os.path.join(out, f"trajectory_epoch{last}.png"),
-                                       n_steps=config.n_steps, title=f"reverse process after epoch {last}"))
+                                       n_steps=config.n_steps,
+                                       title=f"reverse process after {last + 1} epoch{'s' * (last > 0)}"))
     report = {"checkpoint": ckpt, "epochs_done": result.epochs_done, "epochs": config.epochs,
               "final_loss": result.losses[-1] if result.losses else None,
               "wall_time_s": round(result.wall_time_s, 1), "written": written}
@@ -156,7 +241,7 @@ def cmd_train(args) -> int:
         report["resume_with"] = f"ddpm-fast train --out {shlex.quote(out)} --resume"
     print(json.dumps(report, indent=2, allow_nan=False))
     if result.interrupted:
-        _say(args, f"stopped after epoch {result.epochs_done} of {config.epochs}; resume with: "
+        _say(args, f"stopped after {result.epochs_done} of {config.epochs} epochs; resume with: "
                    f"{report['resume_with']}", always=True)
         return 128 + stop["signal"]
     return 0
@@ -192,11 +277,11 @@ def cmd_sample(args) -> int:
     import numpy as np
     from .plotting import plot_dataset
     out = check_output_dir(args.out)
+    names = [check_output_file(os.path.join(out, name)) for name in ("samples.npy", "samples.csv", "samples.png")]
     _check_disk(out, args.n * (8 + 34) + 200_000, f"writing {args.n} points as .npy and .csv")
     model, schedule, _ = _load(args)
     points, backend, seconds = _sample(args, model, schedule, args.n)
     array = points.cpu().numpy()
-    names = [os.path.join(out, name) for name in ("samples.npy", "samples.csv", "samples.png")]
     with staged_outputs() as staged:  # all three replace the old ones together, or none does
         np.save(staged.path(names[0]), array)
         np.savetxt(staged.path(names[1]), array, delimiter=",", header="x,y", comments="", fmt="%.9g")
@@ -218,17 +303,33 @@ def _pictures(args, model, schedule, out, data, n_trajectory) -> list[str]:
         plot_trajectory(trajectory[step::step][:10], staged.path(os.path.join(out, "reverse_trajectory.png")),
                         n_steps=schedule.n_steps, every=step)
         animate_reverse(trajectory, staged.path(os.path.join(out, "reverse.gif")))
-    return [os.path.join(out, name) for name in ("dataset.png", "q_grid.png", "reverse_trajectory.png",
-                                                 "reverse.gif")]
+    return [os.path.join(out, name) for name in PICTURES]
+
+
+PICTURES = ("dataset.png", "q_grid.png", "reverse_trajectory.png", "reverse.gif")
+
+
+def _loss_history(meta: dict):
+    """The checkpoint's per-epoch losses when they are a non-empty list of finite numbers, else None."""
+    losses = meta.get("losses")
+    if isinstance(losses, list) and losses and all(isinstance(v, (int, float)) and math.isfinite(v) and v > 0
+                                                   for v in losses):
+        return losses
+    return None
 
 
 def cmd_plot(args) -> int:
     from .plotting import plot_loss
     out = check_output_dir(args.out)
+    for name in (*PICTURES, "loss.png"):
+        check_output_file(os.path.join(out, name))
     model, schedule, meta = _load(args)
     written = _pictures(args, model, schedule, out, make_dataset(args.dataset, args.n, seed=args.seed), args.n)
-    if meta.get("losses"):
-        written.append(plot_loss(meta["losses"], os.path.join(out, "loss.png")))
+    losses = _loss_history(meta)
+    if losses:
+        written.append(plot_loss(losses, os.path.join(out, "loss.png")))
+    elif "losses" in meta:
+        _say(args, "the checkpoint's loss history is not a list of positive finite numbers: loss.png not drawn")
     print("\n".join(written))
     return 0
 
@@ -257,6 +358,8 @@ def cmd_demo(args) -> int:
     from .metrics import quality_report
     from .plotting import plot_dataset
     out = check_output_dir(args.out)
+    for name in (*PICTURES, "samples.png"):
+        check_output_file(os.path.join(out, name))
     model, schedule, _ = _load(args)
     args.backend, args.dataset = resolve_backend("auto", torch.device(args.device), args.precision).name, "s_curve"
     _say(args, "warm-up call (compilation and capture are not timed)")
@@ -295,8 +398,12 @@ def cmd_bench(args) -> int:
     except argparse.ArgumentTypeError as err:
         raise ValueError(f"--n {args.n!r}: {err}") from None
     for path in (args.json, args.plot):
-        if path:
+        if path is not None:
             check_output_file(path)
+    if args.plot is not None:
+        _check_picture_format(args.plot)
+    for n in ns:  # the largest N must fit before the sweep starts
+        check_fits(n * 2 * 4, torch.device(args.device), f"N = {n} ([N, 2] float32)")
     model, schedule, _ = _load(args)
     reported = {"rows": 0}
 
@@ -315,9 +422,19 @@ def cmd_bench(args) -> int:
                            cases=priority_cases(ns, backends, precisions) if args.priority else None)
     save(result)
     print(format_table(result))
-    if args.plot and result["rows"]:
+    if args.plot is not None and result["rows"]:
         plot_throughput(result, args.plot)
     return 1 if result["failed"] else 0
+
+
+def _check_picture_format(path: str) -> None:
+    from .plotting import plt
+    formats = plt.figure().canvas.get_supported_filetypes()
+    plt.close("all")
+    ext = os.path.splitext(path)[1].lstrip(".").lower()
+    if ext not in formats:
+        raise ValueError(f"--plot {path!r}: {'no' if not ext else 'unknown'} picture format{' ' + repr(ext) if ext else ''}"
+                         f"; end the name with one of {', '.join('.' + f for f in sorted(formats))}")
 
 
 def cmd_profile(args) -> int:
@@ -342,7 +459,8 @@ def _train_parser(sub) -> None:
     p.add_argument("--n-points", type=_positive_int, help=f"points in the dataset (default: {defaults['n_points']})")
     p.add_argument("--epochs", type=_non_negative_int,
                    help=f"epochs in all; with --resume, the new total (default: {defaults['epochs']})")
-    p.add_argument("--batch-size", type=_positive_int, help=f"(default: {defaults['batch_size']})")
+    p.add_argument("--batch-size", type=_positive_int,
+                   help=f"points per optimizer step (default: {defaults['batch_size']})")
     p.add_argument("--lr", type=float, help=f"Adam learning rate (default: {defaults['lr']})")
     p.add_argument("--n-steps", type=_positive_int, help=f"diffusion steps T (default: {defaults['n_steps']})")
     p.add_argument("--num-units", type=_positive_int, help=f"hidden width H (default: {defaults['num_units']})")
@@ -362,7 +480,7 @@ def _train_parser(sub) -> None:
 
 def _common(p, n_default, backend=True, n_type=_positive_int):
     p.add_argument("--checkpoint", help="checkpoint file (default: the bundled S-curve model)")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+    p.add_argument("--device", type=_device, default="cuda" if torch.cuda.is_available() else "cpu",
                    help="where to sample: cpu, cuda or cuda:N")
     p.add_argument("--seed", type=_non_negative_int, default=0, help="seed of the sampler's noise")
     if n_default is not None:
@@ -378,7 +496,7 @@ def _common(p, n_default, backend=True, n_type=_positive_int):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ddpm-fast", description=__doc__, formatter_class=_HelpFormatter)
+    parser = _Parser(prog="ddpm-fast", description=__doc__, formatter_class=_HelpFormatter)
     parser.add_argument("--version", action="version", version=f"ddpm-fast {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     _train_parser(sub)

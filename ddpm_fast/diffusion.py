@@ -7,11 +7,14 @@ Algorithms 1 and 2.
 """
 from __future__ import annotations
 
+import operator
+
 import torch
 from torch import nn
 
-from ._checks import (check_count, check_fits, check_injected_noise, check_model_dtype, check_model_steps,
+from ._checks import (check_count, check_fits, check_flag, check_generator, check_injected_noise, check_model_dtype, check_model_steps,
                       check_points, check_same_device, check_timestep, check_timesteps)
+from .backends import resolve_backend
 from .model import model_device
 from .schedule import Schedule
 
@@ -22,11 +25,24 @@ def _randn_like(x: torch.Tensor, generator: torch.Generator | None) -> torch.Ten
 
 
 def _as_timesteps(t, n_rows: int, device) -> torch.Tensor:
-    if isinstance(t, int) and not isinstance(t, bool):
-        return torch.full((n_rows,), t, dtype=torch.long, device=device)
-    if not isinstance(t, torch.Tensor):
-        raise TypeError(f"t must be an int or an integer tensor, got {type(t).__name__}")
-    return t
+    if isinstance(t, torch.Tensor):
+        return t
+    if isinstance(t, (bool, float)) or t is None:
+        raise TypeError(f"t must be an int or an integer tensor, got {t!r}")
+    try:
+        return torch.full((n_rows,), operator.index(t), dtype=torch.long, device=device)
+    except TypeError:
+        raise TypeError(f"t must be an int or an integer tensor, got {type(t).__name__}") from None
+
+
+def _check_schedule(schedule) -> None:
+    if not isinstance(schedule, Schedule):
+        raise TypeError(f"schedule must be a Schedule (from make_schedule), got {type(schedule).__name__}")
+
+
+def _check_model(model) -> None:
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
 
 
 def q_sample(x_0: torch.Tensor, t, schedule: Schedule, noise: torch.Tensor | None = None,
@@ -37,10 +53,14 @@ def q_sample(x_0: torch.Tensor, t, schedule: Schedule, noise: torch.Tensor | Non
     drawn from N(0, I) when omitted.
     """
     check_points(x_0, "x_0")
+    _check_schedule(schedule)
+    check_generator(generator)
     t = _as_timesteps(t, x_0.shape[0], x_0.device)
     check_timesteps(t, x_0.shape[0], schedule.n_steps)
     if noise is None:
         noise = _randn_like(x_0, generator)
+    elif not isinstance(noise, torch.Tensor):
+        raise TypeError(f"noise must be a torch.Tensor, got {type(noise).__name__}")
     elif noise.shape != x_0.shape:
         raise ValueError(f"noise must have the shape of x_0 {list(x_0.shape)}, got {list(noise.shape)}")
     check_same_device(x_0=x_0, t=t, noise=noise, schedule=schedule.betas)
@@ -69,6 +89,8 @@ def diffusion_loss(model: nn.Module, x_0: torch.Tensor, schedule: Schedule,
     gives the same loss.
     """
     check_points(x_0, "x_0")
+    _check_model(model)
+    _check_schedule(schedule)
     if x_0.shape[0] == 0:
         raise ValueError("x_0 is an empty batch: the loss of no points is undefined")
     check_model_steps(model, schedule.n_steps)
@@ -90,7 +112,9 @@ def p_sample(model: nn.Module, x: torch.Tensor, t: int, betas: torch.Tensor,
     ``noise`` is the z for this step ([N, 2]); drawn when omitted. At t = 0 no noise
     is added when ``final_noise=False`` (DDPM's Algorithm 2), and none is drawn.
     """
+    _check_model(model)
     check_points(x)
+    check_generator(generator)
     check_timestep(t, betas.shape[0])
     return _p_sample(model, x, t, betas, one_minus_alphas_bar_sqrt, noise, final_noise, generator)
 
@@ -122,8 +146,11 @@ def p_sample_loop(model: nn.Module, shape, n_steps: int, betas: torch.Tensor,
     implementation (see ``ddpm_fast.available_backends``); all but ``eager`` return the
     same list computed by a fast path.
     """
+    _check_model(model)
     shape = _check_shape(shape)
     n_steps = check_count(n_steps, "n_steps", minimum=1)
+    check_generator(generator)
+    check_flag(final_noise, "final_noise")
     for name, table in (("betas", betas), ("one_minus_alphas_bar_sqrt", one_minus_alphas_bar_sqrt)):
         if not isinstance(table, torch.Tensor) or not table.is_floating_point():
             raise TypeError(f"{name} must be a floating-point tensor, got "
@@ -141,6 +168,7 @@ def p_sample_loop(model: nn.Module, shape, n_steps: int, betas: torch.Tensor,
                                  x_T=x_T, noise=noise, final_noise=final_noise,
                                  generator=generator, precision=precision, trajectory=True)
         return list(trajectory.unbind(0))
+    resolve_backend("eager", device, precision)  # eager runs fp32 only: say so rather than ignore it
     dtype = check_model_dtype(model, "eager")
     betas, one_minus_alphas_bar_sqrt = betas.to(dtype), one_minus_alphas_bar_sqrt.to(dtype)
     x_T = None if x_T is None else x_T.to(dtype)

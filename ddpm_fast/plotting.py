@@ -55,10 +55,12 @@ def plot_q_grid(points: torch.Tensor, schedule: Schedule, path, seed: int = 0):
     if points.shape[0] == 0:
         raise ValueError("no points to plot")
     for ax, t in zip(axs.flat, steps):
-        _scatter(ax, q_sample(points, t, schedule, generator=gen), f"$q(x_{{{t}}})$, t = {t}")
+        # schedule index t is the (t+1)-th noising step: q_sample(x_0, t) draws x_{t+1}, as
+        # p_sample at index t turns x_{t+1} into x_t (x_T at the start, x_0 at the end)
+        _scatter(ax, q_sample(points, t, schedule, generator=gen), f"$q(x_{{{t + 1}}})$, t = {t + 1}")
     for ax in list(axs.flat)[len(steps):]:
         ax.set_axis_off()
-    fig.suptitle(f"forward process: $x_0$ noised to step t of {schedule.n_steps}", y=1.04)
+    fig.suptitle(f"forward process: the data after t of {schedule.n_steps} noising steps", y=1.04)
     return _save(fig, path)
 
 
@@ -77,11 +79,14 @@ def plot_trajectory(states: torch.Tensor, path, n_steps: int = 100, every: int =
 
 
 def plot_loss(losses, path):
+    if not losses:
+        raise ValueError("no losses to plot")
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.plot(range(1, len(losses) + 1), losses)
     ax.set_yscale("log")
     ax.set_xlabel("epoch")
     ax.set_ylabel("mean training loss")
+    ax.set_title(f"training loss, {len(losses)} epoch{'s' * (len(losses) != 1)}")
     ax.grid(True, alpha=0.3)
     return _save(fig, path)
 

@@ -5,8 +5,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ._checks import (check_count, check_device, check_fits, check_injected_noise, check_model_dtype,
-                      check_model_steps, check_same_device, check_seed)
+from ._checks import (check_count, check_device, check_fits, check_flag, check_generator, check_injected_noise,
+                      check_model_dtype, check_model_steps, check_same_device, check_seed)
 from .backends import SamplingJob, resolve_backend
 from .model import model_device, model_n_steps
 from .schedule import Schedule, make_schedule
@@ -79,6 +79,8 @@ def sample(model: nn.Module, n: int, *, schedule: Schedule | None = None, x_T=No
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     n = check_count(n, "n")
     seed = check_seed(seed)
+    check_generator(generator)
+    check_flag(final_noise, "final_noise")
     if chunk_size is not None:
         chunk_size = check_count(chunk_size, "chunk_size", minimum=1)
     device = _resolve_device(model, device)

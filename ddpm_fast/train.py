@@ -10,15 +10,17 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import numbers
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
 import torch
+from torch import nn
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler
 from tqdm.auto import tqdm
 
-from ._checks import check_count, check_points
+from ._checks import check_count, check_fits, check_points
 from .data import DATASETS, make_dataset
 from .diffusion import diffusion_loss, eager_loop
 from .model import MLPDiffusion
@@ -43,15 +45,19 @@ class TrainConfig:
     snapshot_points: int | None = None  # None: as many points as the dataset, as the original
 
     def __post_init__(self):
+        # NumPy and 0-d tensor numbers are accepted and stored as plain Python ones
         for name, minimum in (("n_points", 1), ("n_steps", 1), ("num_units", 1), ("batch_size", 1),
                               ("epochs", 0), ("seed", 0), ("snapshot_every", 0)):
-            check_count(getattr(self, name), name, minimum)
+            object.__setattr__(self, name, check_count(getattr(self, name), name, minimum))
+        if self.seed >= 2 ** 32:
+            raise ValueError(f"seed must be below 2**32 (it also seeds scikit-learn's data), got {self.seed}")
         if self.snapshot_points is not None:
-            check_count(self.snapshot_points, "snapshot_points", 1)
+            object.__setattr__(self, "snapshot_points", check_count(self.snapshot_points, "snapshot_points", 1))
         for name in ("lr", "clip_norm"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value < math.inf:
                 raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+            object.__setattr__(self, name, float(value))
         if self.dataset not in DATASETS:
             raise ValueError(f"unknown dataset {self.dataset!r}; known datasets: {', '.join(DATASETS)}")
         if self.schedule_kind not in SCHEDULE_KINDS:
@@ -106,6 +112,30 @@ def _resumable_config(config: TrainConfig, saved: dict) -> None:
         raise ValueError("cannot resume with a different training config: " + "; ".join(differ))
 
 
+def training_bytes(config: TrainConfig) -> int:
+    """A generous estimate of the memory a training run needs: scikit-learn's float64 3-D draw,
+    the float32 dataset, and the parameters with their gradients and two Adam moments."""
+    params = 3 * config.n_steps * config.num_units + 2 * config.num_units ** 2 + 7 * config.num_units + 2
+    snapshot = 101 * (config.snapshot_points or config.n_points) * 2 * 4 if config.snapshot_every else 0
+    return config.n_points * (24 + 8) + 4 * 4 * params + config.batch_size * config.num_units * 4 * 8 + snapshot
+
+
+def _check_resume(resume) -> tuple:
+    try:
+        saved_model, state = resume
+    except (TypeError, ValueError):
+        raise TypeError("resume must be a pair (model, train_state) from load_train_state") from None
+    if not isinstance(saved_model, nn.Module) or not isinstance(state, dict):
+        raise TypeError("resume must be a pair (model, train_state) from load_train_state, got "
+                        f"({type(saved_model).__name__}, {type(state).__name__})")
+    missing = [k for k in ("config", "losses", "optimizer_state", "rng_state") if k not in state]
+    if missing:
+        raise ValueError(f"the training state to resume has no {', '.join(missing)}")
+    if not isinstance(state["config"], dict) or not isinstance(state["losses"], list):
+        raise ValueError("the training state to resume is damaged: config is not a dict or losses not a list")
+    return saved_model, state
+
+
 def _epoch_end_state(model, optimizer) -> dict:
     """Copies of what an interrupted epoch would otherwise corrupt (kept in memory, ~1 MB)."""
     return {"model": copy.deepcopy(model.state_dict()), "optimizer": copy.deepcopy(optimizer.state_dict()),
@@ -125,20 +155,31 @@ def train(config: TrainConfig = TrainConfig(), dataset: torch.Tensor | None = No
     ``interrupted``. ``on_epoch_end(result)`` runs after each finished epoch (for periodic
     checkpoints).
     """
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
+    check_fits(training_bytes(config), torch.device("cpu"), "this training run",
+               "use fewer points, fewer units or fewer steps")
     if dataset is None:
         dataset = make_dataset(config.dataset, config.n_points, seed=config.seed)
     check_points(dataset, "dataset")
+    if dataset.shape[0] == 0:
+        raise ValueError("the dataset is empty")
+    dataset = dataset.float()  # the model is float32; a float64 dataset is converted, not refused
     schedule = make_schedule(config.n_steps, config.schedule_kind)
     torch.manual_seed(config.seed)
     model = MLPDiffusion(config.n_steps, config.num_units)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     result = TrainResult(model, schedule, config, losses=[], optimizer=optimizer)
     if resume is not None:
-        saved_model, state = resume
+        saved_model, state = _check_resume(resume)
         _resumable_config(config, state["config"])
-        model.load_state_dict(saved_model.state_dict())
-        optimizer.load_state_dict(state["optimizer_state"])
-        torch.set_rng_state(state["rng_state"])
+        try:
+            model.load_state_dict(saved_model.state_dict())
+            optimizer.load_state_dict(state["optimizer_state"])
+            torch.set_rng_state(state["rng_state"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as err:
+            raise ValueError(f"the training state to resume is damaged: {type(err).__name__}: "
+                             f"{' '.join(str(err).split())[:200]}") from None
         result.losses = list(state["losses"])
         result.snapshots = dict(state.get("snapshots") or {})
         result.wall_time_s = state.get("wall_time_s", 0.0)

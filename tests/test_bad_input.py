@@ -1,6 +1,7 @@
 """Each bad input of issue 8 gets one line naming the problem and exit 2 from the CLI, and a
 ValueError/TypeError/RuntimeError with the same words from the API; never a wrong answer."""
 import json
+import os
 
 import numpy as np
 import pytest
@@ -19,7 +20,10 @@ def _fails(argv, capsys, message, tmp_path=None):
     err = capsys.readouterr().err
     assert code == 2, err
     assert message in err and "Traceback" not in err
-    assert len([line for line in err.splitlines() if "error:" in line]) == 1
+    lines = err.splitlines()
+    assert len([line for line in lines if "error:" in line]) == 1, err
+    # besides the error, only the command's own status lines: no usage block, no warnings
+    assert all(line.startswith(f"ddpm-fast {argv[0]}: ") for line in lines), err
     if tmp_path is not None:
         assert not [p for p in tmp_path.iterdir() if p.is_file()], "files were left behind"
     return err
@@ -173,3 +177,92 @@ def test_evaluate_reports_the_biased_mmd_beside_the_unbiased(capsys):
     median = report["median"]
     assert median["mmd_biased"] >= 0 and median["mmd_biased_floor"] >= 0
     assert median["mmd_biased"] > median["mmd"] and "can be slightly negative" in report["note"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["sample", "--n", "1e400"], "argument --n: not an integer: '1e400'"),
+    (["sample", "--n", "2.5e0"], "argument --n: not an integer: '2.5e0'"),
+    (["sample", "--n", "ten"], "argument --n: not an integer: 'ten'"),
+    (["sample", "--seed", "-1"], "argument --seed: must be at least 0, got -1"),
+    (["bench", "--warmup", "-1"], "argument --warmup: must be at least 0, got -1"),
+    (["sample", "--device", "meta"], "'meta': the commands run on cpu, cuda or cuda:N"),
+    (["bench", "--device", "cpu:1"], "'cpu:1': the commands run on cpu, cuda or cuda:N"),
+    (["sample", "--device", "gpu"], "not a device: 'gpu'"),
+    (["train", "--seed", "5e9"], "seed must be below 2**32"),
+    (["train", "--n-points", "1e15"], "needs"),
+    (["train", "--num-units", "1e15", "--epochs", "1"], "use a smaller --n-points, --num-units or --n-steps"),
+    (["bench", "--n", "1e15", "--backends", "eager"], "N = 1000000000000000 ([N, 2] float32) needs 8.0 PB"),
+    (["sample", "--out", ""], "the output directory is an empty string"),
+    (["bench", "--json", ""], "the output file is an empty string"),
+    (["bench", "--plot", "noext", "--backends", "eager"], "--plot 'noext': no picture format"),
+    (["bench", "--plot", "x.jpgx", "--backends", "eager"], "unknown picture format 'jpgx'; end the name with one of"),
+])
+def test_cli_values_refused_in_one_line(argv, message, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _fails([*argv, *(["--out", str(tmp_path / "o")] if argv[0] == "train" else [])], capsys, message)
+    assert not (tmp_path / "o").exists() or argv[0] != "train"
+
+
+def test_cli_zero_spellings_are_zero(tmp_path):
+    for zero in ("00", "-0", "0e0"):
+        assert main(["sample", "--n", "3", "--seed", zero, "--backend", "eager", "--out", str(tmp_path),
+                     "--quiet"]) == 0
+
+
+def test_checkpoint_faults_found_by_a_new_user(tmp_path, capsys):
+    import pickle
+    with open(tmp_path / "pickled.pt", "wb") as f:
+        pickle.dump({"a": 1}, f, protocol=4)  # torch warns about the protocol before refusing
+    _fails(["evaluate", "--checkpoint", str(tmp_path / "pickled.pt")], capsys, "pickled.pt")
+    state = D.MLPDiffusion(100).state_dict()
+    empty_steps = {**state, "step_embeddings.0.weight": torch.zeros(0, 128)}
+    with pytest.raises(ValueError, match="empty.pt': its model_config .* n_steps must be a positive integer"):
+        D.load_checkpoint(_save(tmp_path / "empty.pt", empty_steps))
+    wrong = {**state, "linears.2.weight": torch.zeros(3, 3)}
+    with pytest.raises(ValueError, match="size mismatch for linears.2.weight"):
+        D.load_checkpoint(_save(tmp_path / "wrong.pt", wrong))
+    good = {"format": "ddpm-fast-checkpoint", "version": 1, "model_state": state,
+            "model_config": {"n_steps": 100, "num_units": 128}, "schedule_config": D.make_schedule(50).config()}
+    with pytest.raises(ValueError, match="its schedule has 50 steps but its model's step embeddings hold 100"):
+        D.load_checkpoint(_save(tmp_path / "steps.pt", good))
+    good["schedule_config"] = D.make_schedule().config()
+    with pytest.raises(ValueError, match="'metadata' is a list, not a dict"):
+        D.load_checkpoint(_save(tmp_path / "meta.pt", {**good, "metadata": [1]}))
+    model, _, _ = D.load_checkpoint(os.fsencode(_save(tmp_path / "bytes.pt", good)), map_location=None)
+    assert model.linears[0].weight.device.type == "cpu"
+
+
+def test_api_faults_found_by_a_new_user():
+    model, schedule = D.MLPDiffusion(100), D.make_schedule()
+    x = torch.randn(8, 2)
+    checks = [
+        (lambda: D.q_sample(x, 3, None), TypeError, "schedule must be a Schedule"),
+        (lambda: D.q_sample(x, 3, "sigmoid"), TypeError, "schedule must be a Schedule"),
+        (lambda: D.q_sample(x, 3, schedule, noise=np.zeros((8, 2))), TypeError, "noise must be a torch.Tensor"),
+        (lambda: D.p_sample_loop(None, (4, 2), 100, schedule.betas, schedule.one_minus_alphas_bar_sqrt),
+         TypeError, "model must be a torch.nn.Module"),
+        (lambda: D.p_sample_loop(model, (4, 2), 100, schedule.betas, schedule.one_minus_alphas_bar_sqrt,
+                                 precision="x"), ValueError, "unknown precision 'x'"),
+        (lambda: D.sample(model, 4, generator="x"), TypeError, "generator must be a torch.Generator or None"),
+        (lambda: D.sample(model, 4, final_noise="no"), TypeError, "final_noise must be True or False"),
+        (lambda: D.train(None), TypeError, "config must be a TrainConfig"),
+        (lambda: D.train({"epochs": 1}), TypeError, "config must be a TrainConfig"),
+        (lambda: D.train(D.TrainConfig(epochs=1, n_points=10), progress=False, resume=(model, {})),
+         ValueError, "the training state to resume has no config"),
+        (lambda: D.train(D.TrainConfig(epochs=1), dataset=torch.empty(0, 2), progress=False), ValueError,
+         "the dataset is empty"),
+        (lambda: D.sample(model, 4, device=[]), ValueError, "not a device"),
+        (lambda: D.MLPDiffusion(100, 10 ** 6), ValueError, "would hold over 2\\*\\*31 parameters"),
+    ]
+    for call, kind, message in checks:
+        with pytest.raises(kind, match=message) as info:
+            call()
+        assert "\n" not in str(info.value)
+    # NumPy numbers are numbers everywhere
+    assert D.q_sample(x, np.int64(3), schedule).shape == (8, 2)
+    assert D.make_schedule(np.int64(10)).n_steps == 10 and D.make_dataset(n=np.int64(5)).shape == (5, 2)
+    config = D.TrainConfig(n_points=np.int64(100), epochs=np.int64(1), lr=np.float32(1e-3), snapshot_every=0)
+    assert type(config.n_points) is int and type(config.lr) is float
+    assert D.train(config, progress=False).epochs_done == 1
+    float64_data = D.make_dataset(n=100, seed=0).double()
+    assert D.train(config, dataset=float64_data, progress=False).epochs_done == 1

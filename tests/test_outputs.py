@@ -110,3 +110,27 @@ def test_check_output_dir_refuses_an_unwritable_directory(tmp_path, monkeypatch)
     monkeypatch.setattr("builtins.open", read_only_fs)
     with pytest.raises(OSError, match="cannot write into this directory"):
         check_output_dir(tmp_path)
+
+
+def test_symlinks_and_devices_are_written_through(tmp_path):
+    real = tmp_path / "real" / "result.json"
+    real.parent.mkdir()
+    link = tmp_path / "link.json"
+    link.symlink_to(real)
+    with atomic_path(link) as temp:
+        with open(temp, "w") as f:
+            f.write("{}")
+    assert link.is_symlink() and real.read_text() == "{}"
+    with staged_outputs() as staged:  # /dev/null is written in place, never renamed over
+        assert staged.path("/dev/null") == "/dev/null"
+    assert os.path.exists("/dev/null") and not os.path.isfile("/dev/null")
+
+
+@pytest.mark.parametrize("command, target", [(["sample"], "samples.png"), (["plot"], "q_grid.png"),
+                                             (["demo"], "reverse.gif"), (["train", "--epochs", "1"], "loss.png")])
+def test_an_output_file_that_is_a_directory_is_refused_first(tmp_path, monkeypatch, capsys, command, target):
+    monkeypatch.setattr(cli, "load_checkpoint", lambda *a, **k: pytest.fail("work started"))
+    monkeypatch.setattr(cli, "train", lambda *a, **k: pytest.fail("work started"))
+    (tmp_path / target).mkdir()
+    assert main([*command, "--out", str(tmp_path)]) == 2
+    assert f"{target}: is a directory, not a file" in capsys.readouterr().err

@@ -39,7 +39,7 @@ def test_picture_titles_say_what_they_show(tmp_path, figures):
     grid = figures["q_grid"]
     assert "forward process" in grid._suptitle.get_text()
     panels = [ax for ax in grid.axes if ax.get_title()]
-    assert len(panels) == 20 and panels[1].get_title() == "$q(x_{5})$, t = 5"
+    assert len(panels) == 20 and panels[1].get_title() == "$q(x_{6})$, t = 6"
     assert all(ax.get_aspect() == 1.0 for ax in panels)
 
 
@@ -47,6 +47,8 @@ def test_training_snapshot_titles(tmp_path, figures):
     assert main(["train", "--epochs", "1", "--n-points", "200", "--snapshot-every", "1", "--out", str(tmp_path),
                  "--quiet"]) == 0
     assert _titles(figures["trajectory_epoch0"])[0] == "$x_{90}$, t = 90"
+    assert figures["trajectory_epoch0"]._suptitle.get_text() == "reverse process after 1 epoch"
+    assert _titles(figures["loss"]) == ["training loss, 1 epoch"]
 
 
 def test_bench_columns_never_touch():

@@ -40,7 +40,7 @@ def test_interrupt_then_resume_equals_one_run(tmp_path, monkeypatch, capsys, sig
     assert main(["train", "--epochs", "4", "--out", str(cut), *TINY]) == 128 + signum
     out, err = capsys.readouterr()
     report = json.loads(out)
-    assert f"stopped after epoch 2 of 4; resume with: ddpm-fast train --out {cut} --resume" in err
+    assert f"stopped after 2 of 4 epochs; resume with: ddpm-fast train --out {cut} --resume" in err
     assert report["epochs_done"] == 2 and "--resume" in report["resume_with"]
     state, meta = _weights(cut / "checkpoint.pt")
     assert meta["epochs_done"] == 2 and len(meta["losses"]) == 2
@@ -92,3 +92,56 @@ def test_resume_needs_a_training_checkpoint(tmp_path, capsys):
     D.save_checkpoint(out / "checkpoint.pt", D.MLPDiffusion(100), D.make_schedule())
     assert main(["train", "--resume", "--out", str(out), "--quiet"]) == 2
     assert "has no training state to resume from" in capsys.readouterr().err
+
+
+def test_resume_faults_are_one_line(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--epochs", "2", "--out", str(out), *TINY]) == 0
+    assert main(["train", "--resume", "--epochs", "1", "--out", str(out), "--quiet"]) == 2
+    assert "--epochs 1 is fewer than the 2 epochs" in capsys.readouterr().err
+    assert main(["train", "--resume", "--overwrite", "--out", str(out), "--quiet"]) == 2
+    assert "pass one" in capsys.readouterr().err
+    assert main(["train", "--resume", "--out", str(tmp_path / "none"), "--quiet"]) == 2
+    assert not (tmp_path / "none").exists()
+    capsys.readouterr()
+    (out / "snapshots.pt").write_bytes(b"garbage")
+    assert main(["train", "--resume", "--epochs", "3", "--out", str(out), "--quiet"]) == 2
+    assert "snapshots.pt' is not a readable snapshots file" in capsys.readouterr().err
+    payload = torch.load(out / "checkpoint.pt")
+    for damage, message in (({}, "'config' is NoneType, not dict"),
+                            ({"rng_state": "x"}, "'rng_state' is str, not Tensor"),
+                            ({"losses": "abc"}, "'losses' is str, not list")):
+        torch.save({**payload, "train_state": {**payload["train_state"], **damage} if damage else {}},
+                   out / "checkpoint.pt")
+        assert main(["train", "--resume", "--epochs", "3", "--out", str(out), "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert "has a damaged training state" in err and message in err and err.count("\n") == 1, err
+
+
+def test_overwrite_drops_the_old_runs_snapshots(tmp_path):
+    out = tmp_path / "run"
+    assert main(["train", "--epochs", "1", "--out", str(out), *TINY]) == 0
+    assert (out / "snapshots.pt").exists()
+    assert main(["train", "--epochs", "1", "--out", str(out), "--overwrite", *TINY[:-1], "--snapshot-every", "0",
+                 "--quiet"]) == 0
+    assert not (out / "snapshots.pt").exists()
+
+
+def test_zero_epochs_draw_no_empty_loss_curve(tmp_path):
+    assert main(["train", "--epochs", "0", "--out", str(tmp_path), *TINY]) == 0
+    assert (tmp_path / "checkpoint.pt").exists() and not (tmp_path / "loss.png").exists()
+
+
+def test_a_second_ctrl_c_during_the_save_does_not_lose_it(tmp_path, monkeypatch, capsys):
+    import ddpm_fast.cli as cli
+    real_save = cli._save_run
+
+    def save_interrupted_twice(out, result):
+        signal.raise_signal(signal.SIGINT)  # impatient user: more Ctrl-C while saving
+        signal.raise_signal(signal.SIGINT)
+        return real_save(out, result)
+    monkeypatch.setattr(cli, "_save_run", save_interrupted_twice)
+    _interrupt_at_batch(monkeypatch, 5)
+    assert main(["train", "--epochs", "4", "--save-every", "0", "--out", str(tmp_path), *TINY]) == 130
+    assert "saving a checkpoint: wait a moment" in capsys.readouterr().err
+    assert D.load_checkpoint(tmp_path / "checkpoint.pt")[2]["epochs_done"] == 1
