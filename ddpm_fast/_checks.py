@@ -173,6 +173,8 @@ def format_bytes(n: float) -> str:
 
 def check_fits(n_bytes: int, device: torch.device, what: str, hint: str = "ask for fewer points") -> None:
     """Refuse up front an allocation that cannot fit, instead of failing (or swapping) later."""
+    if n_bytes < 1 << 28:  # 256 MB fits anywhere this runs: no query on a sampler's hot path
+        return
     free = available_memory(device)
     if free is not None and n_bytes > free:
         raise ValueError(f"{what} needs {format_bytes(n_bytes)} on {device}, which has "
