@@ -12,7 +12,6 @@ import os
 import torch
 from torch import nn
 
-from .model import model_n_steps
 
 
 def check_points(x: torch.Tensor, name: str = "x") -> None:
@@ -57,6 +56,7 @@ def check_timesteps(t: torch.Tensor, n_rows: int, n_steps: int) -> None:
 
 
 def check_model_steps(model: nn.Module, n_steps: int) -> None:
+    from .model import model_n_steps  # here: model.py itself uses this module's checks
     model_steps = model_n_steps(model)
     if model_steps is not None and model_steps != n_steps:
         raise ValueError(f"the model's step embeddings hold {model_steps} timesteps but the "

@@ -1,15 +1,20 @@
 """Writing files so that nothing is lost: a temporary name beside the target, flushed to disk,
-then renamed over it (``os.replace`` is atomic on POSIX and Windows).
+then renamed over it (``os.replace`` is atomic on POSIX).
 
 A failure part-way (a full disk, Ctrl-C, a crash) leaves the previous file as it was and no
 half-written one. ``staged_outputs`` does the same for a group of files: all are written
-first, then all are renamed, so a failure while writing any of them changes none.
+first, then all are renamed, so a failure while writing any of them changes none (the
+renames themselves follow one another in microseconds; a crash exactly between two of them
+would leave a mix). A replaced file keeps its permissions. A symlink is written through (its
+target is replaced); devices and other special files (``/dev/null``, ``/dev/stdout``) are
+written in place.
 """
 from __future__ import annotations
 
 import contextlib
 import os
 import secrets
+import stat
 from typing import Iterator
 
 
@@ -55,11 +60,12 @@ class StagedOutputs:
         self._pending: list[tuple[str, str]] = []  # (temporary, target)
 
     def path(self, target) -> str:
-        target = os.path.realpath(os.fsdecode(target))  # through a symlink: replace what it points to
+        target = os.fsdecode(target)
+        if writes_in_place(target):
+            return target
+        target = os.path.realpath(target)  # through a symlink: replace what it points to
         if os.path.isdir(target):
             raise IsADirectoryError(21, "is a directory, not a file", target)
-        if is_special_file(target):  # /dev/null, a FIFO: written in place, it cannot be replaced
-            return target
         temp = _temp_beside(target)
         self._pending.append((temp, target))
         return temp
@@ -68,6 +74,8 @@ class StagedOutputs:
         for temp, target in self._pending:
             if not os.path.exists(temp):
                 raise FileNotFoundError(2, "nothing was written for", target)
+            if os.path.exists(target):
+                os.chmod(temp, stat.S_IMODE(os.stat(target).st_mode))
             _fsync(temp)
         for temp, target in self._pending:
             os.replace(temp, target)
@@ -105,9 +113,17 @@ def atomic_path(target) -> Iterator[str]:
         yield staged.path(target)
 
 
-def is_special_file(path) -> bool:
-    """A device, FIFO or socket (``/dev/null``, ``/dev/stdout``): written to, never renamed over."""
-    return os.path.exists(path) and not os.path.isfile(path) and not os.path.isdir(path)
+def writes_in_place(path) -> bool:
+    """A device, FIFO or socket (``/dev/null``, a pipe), or any path under /dev or /proc
+    (``/dev/stdout`` may name a redirected file the shell holds open): written to, never
+    renamed over."""
+    if os.path.abspath(path).startswith(("/dev/", "/proc/")):
+        return True
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False
+    return not stat.S_ISREG(mode) and not stat.S_ISDIR(mode)
 
 
 def check_output_dir(path) -> str:
@@ -138,8 +154,9 @@ def check_output_file(path) -> str:
     path = os.fsdecode(path)
     if not path:
         raise ValueError("the output file is an empty string")
+    if writes_in_place(path):
+        return path
     if os.path.isdir(path):
         raise IsADirectoryError(21, "is a directory, not a file", path)
-    if not is_special_file(os.path.realpath(path)):
-        check_output_dir(os.path.dirname(os.path.realpath(path)))
+    check_output_dir(os.path.dirname(os.path.realpath(path)))
     return path

@@ -24,7 +24,7 @@ from .backends.compiled import COMPILE_MODES, set_compile_mode
 from .checkpoint import load_checkpoint, load_train_state, pretrained_path, save_checkpoint
 from .data import DATASETS, make_dataset
 from .schedule import SCHEDULE_KINDS
-from .train import TrainConfig, train, training_bytes
+from .train import TrainConfig, snapshot_every_steps, train, training_bytes
 
 TRAIN_FLAGS = ("dataset", "n_points", "epochs", "batch_size", "lr", "n_steps", "num_units", "schedule_kind",
                "snapshot_every", "seed")
@@ -182,19 +182,26 @@ def _prepare_train(args):
 def cmd_train(args) -> int:
     from .plotting import plot_loss, plot_trajectory
     out, config, resume = _prepare_train(args)
-    for name in ("checkpoint.pt", "snapshots.pt", "loss.png"):
+    names = ["checkpoint.pt", "snapshots.pt", "loss.png"]
+    if config.snapshot_every and config.epochs:
+        names.append(f"trajectory_epoch{(config.epochs - 1) // config.snapshot_every * config.snapshot_every}.png")
+    for name in names:
         check_output_file(os.path.join(out, name))
     stop = {"signal": None, "saving": False}
 
+    def tell(message):  # os.write: print() inside a signal handler can collide with tqdm's write
+        os.write(2, f"ddpm-fast train: {message}\n".encode())
+
     def request_stop(signum, frame):
         if stop["saving"]:  # a save takes a moment; cutting it short would only lose it
-            _say(args, "saving a checkpoint: wait a moment", always=True)
+            stop["signal"] = stop["signal"] or signum  # still stop when it is done
+            tell("saving a checkpoint: wait a moment")
             return
         if stop["signal"] is not None:  # a second Ctrl-C: stop now, keep the last periodic checkpoint
             raise KeyboardInterrupt
         stop["signal"] = signum
-        _say(args, f"{signal.Signals(signum).name}: saving the last finished epoch "
-                   "(press Ctrl-C again to quit without saving)", always=True)
+        tell(f"{signal.Signals(signum).name}: saving the last finished epoch (press Ctrl-C again to quit "
+             "without saving)")
 
     def save(result):
         stop["saving"] = True
@@ -232,7 +239,7 @@ def cmd_train(args) -> int:
     if result.snapshots:
         last = max(result.snapshots)  # 0-based: the snapshot taken after epoch `last` + 1
         written.append(plot_trajectory(result.snapshots[last], os.path.join(out, f"trajectory_epoch{last}.png"),
-                                       n_steps=config.n_steps,
+                                       n_steps=config.n_steps, every=snapshot_every_steps(config.n_steps),
                                        title=f"reverse process after {last + 1} epoch{'s' * (last > 0)}"))
     report = {"checkpoint": ckpt, "epochs_done": result.epochs_done, "epochs": config.epochs,
               "final_loss": result.losses[-1] if result.losses else None,
@@ -440,6 +447,7 @@ def _check_picture_format(path: str) -> None:
 def cmd_profile(args) -> int:
     from .profiling import profile_sampler
     out = check_output_dir(args.out)
+    check_output_file(os.path.join(out, f"trace_{args.backend}.json"))
     model, schedule, _ = _load(args)
     _say(args, f"profiling backend {args.backend!r} at N = {args.n} (after one warm-up call)")
     table, trace = profile_sampler(model, schedule, args.backend, args.n, args.device, args.precision,

@@ -1,13 +1,11 @@
 """2-D toy datasets from scikit-learn, scaled to the S-curve's extent (about [-0.1, 0.1] x [-0.2, 0.2])."""
 from __future__ import annotations
 
-import operator
-
 import numpy as np
 import torch
 from sklearn import datasets as skd
 
-from ._checks import check_fits
+from ._checks import check_count, check_fits
 
 DATASETS = ("s_curve", "moons", "circles", "swiss_roll")
 
@@ -30,9 +28,7 @@ def make_dataset(name: str = "s_curve", n: int = 10_000, noise: float | None = N
     """One of ``DATASETS`` as an [n, 2] float32 tensor. ``noise`` defaults per dataset."""
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; known datasets: {', '.join(DATASETS)}")
-    if isinstance(n, (bool, float)) or not hasattr(n, "__index__") or operator.index(n) < 0:
-        raise ValueError(f"n must be a non-negative integer, got {n!r}")
-    n = operator.index(n)
+    n = check_count(n, "n")
     check_fits(n * 6 * 8, torch.device("cpu"), f"a dataset of {n} points")  # scikit-learn's float64 draw
     if n == 0:
         return torch.empty(0, 2)

@@ -7,11 +7,12 @@ Probabilistic Models" (2020), https://arxiv.org/abs/2006.11239.
 """
 from __future__ import annotations
 
-import operator
 from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+from ._checks import check_count
 
 
 @dataclass(frozen=True)
@@ -23,10 +24,7 @@ class ModelConfig:
 class MLPDiffusion(nn.Module):
     def __init__(self, n_steps: int, num_units: int = 128):
         super().__init__()
-        for name, value in (("n_steps", n_steps), ("num_units", num_units)):
-            if isinstance(value, (bool, float)) or not hasattr(value, "__index__") or operator.index(value) < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        n_steps, num_units = operator.index(n_steps), operator.index(num_units)
+        n_steps, num_units = check_count(n_steps, "n_steps", 1), check_count(num_units, "num_units", 1)
         if (3 * n_steps + 2 * num_units + 8) * num_units > 2 ** 31:  # 8 GB of float32 parameters
             raise ValueError(f"MLPDiffusion({n_steps}, {num_units}) would hold over 2**31 parameters")
         self.config = ModelConfig(n_steps=n_steps, num_units=num_units)

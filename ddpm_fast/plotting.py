@@ -49,11 +49,11 @@ def plot_dataset(points: torch.Tensor, path, title: str = "dataset"):
 
 def plot_q_grid(points: torch.Tensor, schedule: Schedule, path, seed: int = 0):
     """q(x_t) for t = 0, 5, ..., 95: 20 panels in 2 rows of 10 (for T = 100)."""
+    if points.shape[0] == 0:
+        raise ValueError("no points to plot")
     gen = torch.Generator().manual_seed(seed)
     steps = list(range(0, schedule.n_steps, max(1, schedule.n_steps // 20)))[:20]
     fig, axs = plt.subplots(2, 10, figsize=(28, 3))
-    if points.shape[0] == 0:
-        raise ValueError("no points to plot")
     for ax, t in zip(axs.flat, steps):
         # schedule index t is the (t+1)-th noising step: q_sample(x_0, t) draws x_{t+1}, as
         # p_sample at index t turns x_{t+1} into x_t (x_T at the start, x_0 at the end)

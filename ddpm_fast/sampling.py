@@ -17,21 +17,23 @@ DEFAULT_CHUNK = 1 << 20  # rows per chunk: bounds eager's [chunk, 128] activatio
 def run_backend(backend: str, model: nn.Module, betas: torch.Tensor,
                 one_minus_alphas_bar_sqrt: torch.Tensor, shape, *, x_T=None, noise=None,
                 final_noise=True, generator=None, seed=None, precision="fp32",
-                trajectory=False, row_offset=0) -> torch.Tensor:
+                trajectory=False, row_offset=0, dtype: torch.dtype | None = None) -> torch.Tensor:
     """Run one backend on already-checked inputs; x_0 [N, 2] or trajectory [T+1, N, 2].
 
-    Computes in the model's dtype (float32; float64 for the eager reference): injected
-    ``x_T``/``noise`` of another floating dtype are converted to it.
+    Computes in the model's dtype (float32; float64 for the eager reference, tables
+    included): injected ``x_T``/``noise`` of another floating dtype are converted to it.
+    ``dtype``: that dtype when the caller has already checked it (once per request).
     """
     device = betas.device
     chosen = resolve_backend(backend, device, precision, bare_generator=generator is not None and seed is None)
-    dtype = check_model_dtype(model, chosen.name)
+    dtype = dtype or check_model_dtype(model, chosen.name)
+    betas, one_minus_alphas_bar_sqrt = betas.to(dtype), one_minus_alphas_bar_sqrt.to(dtype)  # no-ops in fp32
     x_T = None if x_T is None else x_T.to(dtype)
     noise = None if noise is None else noise.to(dtype)
     job = SamplingJob(model=model, betas=betas, one_minus_alphas_bar_sqrt=one_minus_alphas_bar_sqrt,
                       shape=tuple(shape), device=device, x_T=x_T, noise=noise, final_noise=final_noise,
                       generator=generator, seed=seed, precision=precision, trajectory=trajectory,
-                      row_offset=row_offset)
+                      row_offset=row_offset, dtype=dtype)
     if shape[0] == 0:
         empty = torch.empty(tuple(shape), device=device, dtype=dtype)
         return empty.expand(betas.shape[0] + 1, *shape) if trajectory else empty
@@ -95,6 +97,9 @@ def sample(model: nn.Module, n: int, *, schedule: Schedule | None = None, x_T=No
         generator = torch.Generator(device).manual_seed(seed)
 
     check_fits(n * 2 * 4, device, f"the result of sample(n={n}) ([n, 2] float32)")
+    # resolved and checked once per request, not per chunk ('auto' warns once)
+    backend = resolve_backend(backend, device, precision, bare_generator=generator is not None and seed is None).name
+    dtype = check_model_dtype(model, backend)
     chunk = n if chunk_size is None or n <= chunk_size else chunk_size
     starts = range(0, n, chunk) if n else [0]
     parts = []
@@ -105,5 +110,5 @@ def sample(model: nn.Module, n: int, *, schedule: Schedule | None = None, x_T=No
             x_T=None if x_T is None else x_T[lo:hi],
             noise=None if noise is None else noise[:, lo:hi],
             final_noise=final_noise, generator=generator, seed=seed, precision=precision,
-            row_offset=lo))
+            row_offset=lo, dtype=dtype))
     return parts[0] if len(parts) == 1 else torch.cat(parts)

@@ -6,10 +6,11 @@ the original S-curve code, so every table is equal to it bit for bit.
 from __future__ import annotations
 
 import math
-import operator
 from dataclasses import dataclass, fields, replace
 
 import torch
+
+from ._checks import check_count
 
 SCHEDULE_KINDS = ("sigmoid", "linear", "cosine")
 
@@ -63,9 +64,7 @@ def make_schedule(n_steps: int = 100, kind: str = "sigmoid",
     ``cosine``: Nichol & Dhariwal's schedule (https://arxiv.org/abs/2102.09672); it has
     no beta range, so ``beta_start`` and ``beta_end`` are ignored.
     """
-    if isinstance(n_steps, (bool, float)) or not hasattr(n_steps, "__index__") or operator.index(n_steps) < 1:
-        raise ValueError(f"n_steps must be a positive integer, got {n_steps!r}")
-    n_steps = operator.index(n_steps)
+    n_steps = check_count(n_steps, "n_steps", 1)
     if kind == "sigmoid":
         betas = torch.linspace(-6, 6, n_steps)
         betas = torch.sigmoid(betas) * (beta_end - beta_start) + beta_start

@@ -12,6 +12,7 @@ import logging
 import math
 import numbers
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
@@ -90,7 +91,8 @@ class TrainResult:
         """What ``train(..., resume=...)`` needs to continue bit-exactly (saved in checkpoints)."""
         return {"config": asdict(self.config), "losses": list(self.losses),
                 "optimizer_state": self.optimizer.state_dict(), "rng_state": self.rng_state,
-                "wall_time_s": self.wall_time_s}
+                "wall_time_s": self.wall_time_s, "torch_version": str(torch.__version__),
+                "num_threads": torch.get_num_threads()}
 
 
 def shuffled_batches(dataset: torch.Tensor, batch_size: int) -> DataLoader:
@@ -112,11 +114,17 @@ def _resumable_config(config: TrainConfig, saved: dict) -> None:
         raise ValueError("cannot resume with a different training config: " + "; ".join(differ))
 
 
+def snapshot_every_steps(n_steps: int) -> int:
+    """Snapshots keep 10 states of the reverse loop, every T // 10 steps (the original's
+    x_seq[10], x_seq[20], ..., x_seq[100] for T = 100)."""
+    return max(1, n_steps // 10)
+
+
 def training_bytes(config: TrainConfig) -> int:
     """A generous estimate of the memory a training run needs: scikit-learn's float64 3-D draw,
     the float32 dataset, and the parameters with their gradients and two Adam moments."""
     params = 3 * config.n_steps * config.num_units + 2 * config.num_units ** 2 + 7 * config.num_units + 2
-    snapshot = 101 * (config.snapshot_points or config.n_points) * 2 * 4 if config.snapshot_every else 0
+    snapshot = (config.n_steps + 1) * (config.snapshot_points or config.n_points) * 2 * 4 if config.snapshot_every else 0
     return config.n_points * (24 + 8) + 4 * 4 * params + config.batch_size * config.num_units * 4 * 8 + snapshot
 
 
@@ -134,6 +142,15 @@ def _check_resume(resume) -> tuple:
     if not isinstance(state["config"], dict) or not isinstance(state["losses"], list):
         raise ValueError("the training state to resume is damaged: config is not a dict or losses not a list")
     return saved_model, state
+
+
+def _warn_if_not_reproducible(state: dict) -> None:
+    """Bit-exact resuming needs the same torch build and CPU thread count (reductions differ)."""
+    here = {"torch_version": str(torch.__version__), "num_threads": torch.get_num_threads()}
+    differ = [f"{k} {state[k]} then, {v} now" for k, v in here.items() if k in state and state[k] != v]
+    if differ:
+        warnings.warn("resuming with " + ", ".join(differ) + ": the run continues, but not bit for bit as "
+                      "one uninterrupted run", RuntimeWarning, stacklevel=3)
 
 
 def _epoch_end_state(model, optimizer) -> dict:
@@ -173,6 +190,7 @@ def train(config: TrainConfig = TrainConfig(), dataset: torch.Tensor | None = No
     if resume is not None:
         saved_model, state = _check_resume(resume)
         _resumable_config(config, state["config"])
+        _warn_if_not_reproducible(state)
         try:
             model.load_state_dict(saved_model.state_dict())
             optimizer.load_state_dict(state["optimizer_state"])
@@ -214,7 +232,8 @@ def train(config: TrainConfig = TrainConfig(), dataset: torch.Tensor | None = No
             with torch.no_grad():
                 x_seq = eager_loop(model, snapshot_shape, schedule.betas, schedule.one_minus_alphas_bar_sqrt,
                                    None, None, True, None, keep=True)
-            result.snapshots[epoch] = torch.stack(x_seq[10::10])  # x_seq[10], ..., x_seq[100]
+            every = snapshot_every_steps(config.n_steps)
+            result.snapshots[epoch] = torch.stack(x_seq[every::every][:10])  # T = 100: x_seq[10], ..., x_seq[100]
             log.info("epoch %d: loss %.5f (last batch %.5f)", epoch, result.losses[-1], float(loss.detach()))
         last = _epoch_end_state(model, optimizer)
         result.rng_state = last["rng"]

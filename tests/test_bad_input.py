@@ -9,6 +9,7 @@ import torch
 
 import ddpm_fast as D
 from ddpm_fast.cli import main
+from helpers import reference_trajectory_f64
 
 
 def _fails(argv, capsys, message, tmp_path=None):
@@ -137,8 +138,9 @@ def test_api_accepts_any_integral_n_and_converts_injected_dtypes():
     ref = D.sample(model, 5, x_T=x_T.float(), noise=noise.float(), backend="eager")
     assert torch.equal(D.sample(model, 5, x_T=x_T, noise=noise, backend="eager"), ref)
     assert D.sample(model, 5, schedule="sigmoid", seed=1).shape == (5, 2)
+    reference = reference_trajectory_f64(model, schedule, x_T, noise)[-1]
     double = D.sample(model.double(), 5, x_T=x_T, noise=noise, backend="eager")  # the float64 reference
-    assert double.dtype == torch.float64
+    assert double.dtype == torch.float64 and torch.equal(double, reference)  # tables in float64 too
     model.float()
     assert (double - ref).abs().max() < 1e-4
 
@@ -161,7 +163,10 @@ def test_api_bad_values_name_the_problem():
          TypeError, "betas must be a floating-point tensor"),
         (lambda: D.TrainConfig(num_units=0), ValueError, "num_units must be an integer >= 1, got 0"),
         (lambda: D.TrainConfig(lr=float("nan")), ValueError, "lr must be a positive finite number"),
-        (lambda: D.MLPDiffusion(100, 0), ValueError, "num_units must be a positive integer"),
+        (lambda: D.MLPDiffusion(100, 0), ValueError, "num_units must be an integer >= 1, got 0"),
+        (lambda: D.MLPDiffusion(100.0), TypeError, "n_steps must be an integer, got 100.0"),
+        (lambda: D.make_schedule(2.5), TypeError, "n_steps must be an integer, got 2.5"),
+        (lambda: D.make_dataset(n=-1), ValueError, "n must be an integer >= 0, got -1"),
     ]
     for call, kind, message in checks:
         with pytest.raises(kind, match=message):
@@ -216,7 +221,7 @@ def test_checkpoint_faults_found_by_a_new_user(tmp_path, capsys):
     _fails(["evaluate", "--checkpoint", str(tmp_path / "pickled.pt")], capsys, "pickled.pt")
     state = D.MLPDiffusion(100).state_dict()
     empty_steps = {**state, "step_embeddings.0.weight": torch.zeros(0, 128)}
-    with pytest.raises(ValueError, match="empty.pt': its model_config .* n_steps must be a positive integer"):
+    with pytest.raises(ValueError, match="empty.pt': its model_config .* n_steps must be an integer >= 1, got 0"):
         D.load_checkpoint(_save(tmp_path / "empty.pt", empty_steps))
     wrong = {**state, "linears.2.weight": torch.zeros(3, 3)}
     with pytest.raises(ValueError, match="size mismatch for linears.2.weight"):

@@ -9,7 +9,7 @@ import torch
 
 import ddpm_fast as D
 import ddpm_fast.cli as cli
-from ddpm_fast._io import atomic_path, check_output_dir, staged_outputs
+from ddpm_fast._io import atomic_path, check_output_dir, staged_outputs, writes_in_place
 from ddpm_fast.cli import main
 
 
@@ -121,9 +121,22 @@ def test_symlinks_and_devices_are_written_through(tmp_path):
         with open(temp, "w") as f:
             f.write("{}")
     assert link.is_symlink() and real.read_text() == "{}"
-    with staged_outputs() as staged:  # /dev/null is written in place, never renamed over
-        assert staged.path("/dev/null") == "/dev/null"
-    assert os.path.exists("/dev/null") and not os.path.isfile("/dev/null")
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    with staged_outputs() as staged:  # devices, pipes and /dev/stdout are written in place, never renamed over
+        for special in ("/dev/null", "/dev/stdout", str(fifo)):
+            assert staged.path(special) == special
+        assert staged.path(link) != str(link)
+    assert writes_in_place(fifo) and not writes_in_place(real) and not writes_in_place(tmp_path / "new.json")
+
+
+def test_a_replaced_file_keeps_its_permissions(tmp_path):
+    path = tmp_path / "private.pt"
+    path.write_text("old")
+    path.chmod(0o600)
+    with atomic_path(path) as temp, open(temp, "w") as f:
+        f.write("new")
+    assert path.read_text() == "new" and (path.stat().st_mode & 0o777) == 0o600
 
 
 @pytest.mark.parametrize("command, target", [(["sample"], "samples.png"), (["plot"], "q_grid.png"),

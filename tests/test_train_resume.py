@@ -75,11 +75,12 @@ def test_train_never_overwrites_a_checkpoint_unasked(tmp_path, capsys):
     assert main(["train", "--epochs", "1", "--out", str(out), "--overwrite", *TINY]) == 0
 
 
-def test_api_stop_drops_the_epoch_in_progress():
+@pytest.mark.parametrize("stop_at_call, epochs_done", [(0, 0), (4, 1)])  # in the first epoch, in the second
+def test_api_stop_drops_the_epoch_in_progress(stop_at_call, epochs_done):
     config = D.TrainConfig(n_points=300, epochs=3, snapshot_every=0, seed=1)
     calls = iter(range(100))
-    result = D.train(config, progress=False, should_stop=lambda: next(calls) >= 4)  # stops in epoch 1
-    assert result.interrupted and result.epochs_done == 1
+    result = D.train(config, progress=False, should_stop=lambda: next(calls) >= stop_at_call)
+    assert result.interrupted and result.epochs_done == epochs_done
     resumed = D.train(config, progress=False, resume=(result.model, result.train_state()))
     whole = D.train(config, progress=False)
     assert resumed.losses == whole.losses
@@ -132,7 +133,7 @@ def test_zero_epochs_draw_no_empty_loss_curve(tmp_path):
     assert (tmp_path / "checkpoint.pt").exists() and not (tmp_path / "loss.png").exists()
 
 
-def test_a_second_ctrl_c_during_the_save_does_not_lose_it(tmp_path, monkeypatch, capsys):
+def test_a_second_ctrl_c_during_the_save_does_not_lose_it(tmp_path, monkeypatch, capfd):
     import ddpm_fast.cli as cli
     real_save = cli._save_run
 
@@ -143,5 +144,36 @@ def test_a_second_ctrl_c_during_the_save_does_not_lose_it(tmp_path, monkeypatch,
     monkeypatch.setattr(cli, "_save_run", save_interrupted_twice)
     _interrupt_at_batch(monkeypatch, 5)
     assert main(["train", "--epochs", "4", "--save-every", "0", "--out", str(tmp_path), *TINY]) == 130
-    assert "saving a checkpoint: wait a moment" in capsys.readouterr().err
+    assert "saving a checkpoint: wait a moment" in capfd.readouterr().err  # the handler writes to fd 2
     assert D.load_checkpoint(tmp_path / "checkpoint.pt")[2]["epochs_done"] == 1
+
+
+def test_a_first_ctrl_c_during_a_periodic_save_still_stops(tmp_path, monkeypatch):
+    import ddpm_fast.cli as cli
+    real_save, saves = cli._save_run, []
+
+    def save_with_a_signal(out, result):
+        saves.append(result.epochs_done)
+        if len(saves) == 1:
+            signal.raise_signal(signal.SIGINT)
+        return real_save(out, result)
+    monkeypatch.setattr(cli, "_save_run", save_with_a_signal)
+    assert main(["train", "--epochs", "50", "--save-every", "1", "--out", str(tmp_path), *TINY]) == 130
+    assert saves == [1, 1]  # the periodic save after epoch 1, then the stop's save of the same epoch
+    assert D.load_checkpoint(tmp_path / "checkpoint.pt")[2]["epochs_done"] == 1
+
+
+def test_resume_warns_when_it_cannot_be_bit_exact():
+    config = D.TrainConfig(n_points=300, epochs=2, snapshot_every=0)
+    calls = iter(range(100))
+    result = D.train(config, progress=False, should_stop=lambda: next(calls) >= 3)  # after epoch 1
+    assert result.epochs_done == 1
+    state = {**result.train_state(), "num_threads": torch.get_num_threads() + 1}
+    with pytest.warns(RuntimeWarning, match="num_threads .* then, .* now: the run continues, but not bit for bit"):
+        D.train(config, progress=False, resume=(result.model, state))
+
+
+def test_fewer_than_ten_steps_snapshot_every_step(tmp_path):
+    assert main(["train", "--epochs", "1", "--n-steps", "5", "--out", str(tmp_path), *TINY]) == 0
+    snapshots = torch.load(tmp_path / "snapshots.pt")
+    assert snapshots[0].shape == (5, 300, 2)

@@ -34,6 +34,7 @@ class SamplingJob:
     precision: str = "fp32"
     trajectory: bool = False
     row_offset: int = 0  # index of the first row in the whole request (keys in-kernel noise)
+    dtype: torch.dtype = torch.float32  # the model's: float32, or float64 for the eager reference
 
     @property
     def n_steps(self) -> int:

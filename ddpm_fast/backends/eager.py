@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import torch
 
-from .._checks import check_model_dtype
 from ..diffusion import eager_loop
 from . import Backend, SamplingJob, register_backend
 
@@ -12,9 +11,8 @@ def _run(job: SamplingJob) -> torch.Tensor:
     generator = job.generator
     if generator is None and job.seed is not None:
         generator = torch.Generator(job.device).manual_seed(job.seed)
-    dtype = check_model_dtype(job.model, "eager")  # float32, or float64 for a float64 reference
     out = eager_loop(job.model, job.shape, job.betas, job.one_minus_alphas_bar_sqrt, job.x_T,
-                     job.noise, job.final_noise, generator, keep=job.trajectory, dtype=dtype)
+                     job.noise, job.final_noise, generator, keep=job.trajectory, dtype=job.dtype)
     return torch.stack(out) if job.trajectory else out
 
 
