@@ -87,6 +87,12 @@ def check_injected_noise(x_T, noise, shape, n_steps: int) -> None:
             raise TypeError(f"noise must be a floating-point tensor, got dtype {noise.dtype}")
 
 
+def one_line(text, limit: int = 300) -> str:
+    """A message of torch's (often many lines long) as one line, cut at a word."""
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[:limit].rsplit(" ", 1)[0] + " ..."
+
+
 def check_count(value, name: str = "n", minimum: int = 0) -> int:
     """An integral count (int, NumPy or 0-d integer tensor; never bool or float) >= ``minimum``."""
     if isinstance(value, bool) or isinstance(value, float):
@@ -115,7 +121,7 @@ def check_device(device) -> torch.device:
     try:
         device = torch.device(device)
     except (RuntimeError, TypeError) as err:
-        raise ValueError(f"not a device: {device!r} ({' '.join(str(err).split())[:200]})") from None
+        raise ValueError(f"not a device: {device!r} ({one_line(err, 200)})") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
             why = ("this torch is a CPU-only build" if torch.version.cuda is None
@@ -141,6 +147,11 @@ def check_model_dtype(model: nn.Module, backend: str) -> torch.dtype:
                         + ": convert it with model.float(), and pass precision='bf16' or 'tf32' for "
                         "lower-precision compute")
     return dtype
+
+
+def to_dtype(dtype: torch.dtype, *tensors):
+    """Each tensor (None stays None) in ``dtype``; no copy for one already in it."""
+    return tuple(None if t is None else t.to(dtype) for t in tensors)
 
 
 def available_memory(device: torch.device) -> int | None:

@@ -18,6 +18,11 @@ import stat
 from typing import Iterator
 
 
+# Temporaries of the groups being written now. A writer that is atomic itself (save_checkpoint,
+# the plotting functions) and is handed one of them writes it in place: the outer group renames it.
+_IN_FLIGHT: set[str] = set()
+
+
 def _temp_beside(path: str) -> str:
     # Same directory (a rename across filesystems is not atomic) and the same extension, which
     # np.save, matplotlib and Pillow read to choose the format. Hidden, so a crash's leftover
@@ -61,13 +66,14 @@ class StagedOutputs:
 
     def path(self, target) -> str:
         target = os.fsdecode(target)
-        if writes_in_place(target):
+        if writes_in_place(target) or os.path.abspath(target) in _IN_FLIGHT:
             return target
         target = os.path.realpath(target)  # through a symlink: replace what it points to
         if os.path.isdir(target):
             raise IsADirectoryError(21, "is a directory, not a file", target)
         temp = _temp_beside(target)
         self._pending.append((temp, target))
+        _IN_FLIGHT.add(temp)
         return temp
 
     def commit(self) -> list[str]:
@@ -82,12 +88,16 @@ class StagedOutputs:
         for directory in {os.path.dirname(os.path.abspath(t)) for _, t in self._pending}:
             _fsync_dir(directory)
         written = [target for _, target in self._pending]
-        self._pending = []
+        self._forget()
         return written
 
     def discard(self) -> None:
         for temp, _ in self._pending:
             _remove_quietly(temp)
+        self._forget()
+
+    def _forget(self) -> None:
+        _IN_FLIGHT.difference_update(temp for temp, _ in self._pending)
         self._pending = []
 
 

@@ -14,7 +14,7 @@ from importlib import resources
 
 import torch
 
-from ._checks import check_device
+from ._checks import check_device, one_line
 from ._io import atomic_path
 from .model import MLPDiffusion
 from .schedule import Schedule, make_schedule
@@ -51,14 +51,8 @@ def _what_is_wrong(path: str, err: Exception) -> str:
     if "Weights only load failed" in str(err):
         return ("it holds Python objects other than tensors, numbers, strings and containers, "
                 "which a safe load (weights_only=True) refuses: loading them could run code")
-    detail = _one_line(str(err))
+    detail = one_line(err)
     return f"truncated or damaged ({type(err).__name__}{': ' + detail if detail else ''})"
-
-
-def _one_line(text: str, limit: int = 300) -> str:
-    """A message of torch's, possibly many lines long, as one line cut at a word."""
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[:limit].rsplit(" ", 1)[0] + " ..."
 
 
 def _read(path: str, map_location):
@@ -133,7 +127,7 @@ def _build(path: str, payload):
         model.load_state_dict(state)
     except (RuntimeError, TypeError, AttributeError, ValueError) as err:
         raise ValueError(f"{path!r}: its weights do not fit MLPDiffusion(n_steps={model.config.n_steps}, "
-                         f"num_units={model.config.num_units}): {_one_line(str(err))}") from None
+                         f"num_units={model.config.num_units}): {one_line(err)}") from None
     _check_finite(path, state)
     return model, schedule, metadata
 

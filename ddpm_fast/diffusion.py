@@ -12,8 +12,9 @@ import operator
 import torch
 from torch import nn
 
-from ._checks import (check_count, check_fits, check_flag, check_generator, check_injected_noise, check_model_dtype, check_model_steps,
-                      check_points, check_same_device, check_timestep, check_timesteps)
+from ._checks import (check_count, check_fits, check_flag, check_generator, check_injected_noise,
+                      check_model_dtype, check_model_steps, check_points, check_same_device, check_timestep,
+                      check_timesteps, to_dtype)
 from .backends import resolve_backend
 from .model import model_device
 from .schedule import Schedule
@@ -161,7 +162,8 @@ def p_sample_loop(model: nn.Module, shape, n_steps: int, betas: torch.Tensor,
     check_model_steps(model, n_steps)
     check_injected_noise(x_T, noise, shape, n_steps)
     device = x_T.device if x_T is not None else (model_device(model) or betas.device)
-    check_fits((n_steps + 1) * shape[0] * 2 * 4, device, f"the {n_steps + 1} states of p_sample_loop(shape={shape})")
+    check_fits((n_steps + 1) * shape[0] * 2 * 4, device,
+               f"the {n_steps + 1} states of p_sample_loop(shape={shape})")
     if backend != "eager":
         from .sampling import run_backend
         trajectory = run_backend(backend, model, betas, one_minus_alphas_bar_sqrt, shape,
@@ -170,9 +172,7 @@ def p_sample_loop(model: nn.Module, shape, n_steps: int, betas: torch.Tensor,
         return list(trajectory.unbind(0))
     resolve_backend("eager", device, precision)  # eager runs fp32 only: say so rather than ignore it
     dtype = check_model_dtype(model, "eager")
-    betas, one_minus_alphas_bar_sqrt = betas.to(dtype), one_minus_alphas_bar_sqrt.to(dtype)
-    x_T = None if x_T is None else x_T.to(dtype)
-    noise = None if noise is None else noise.to(dtype)
+    betas, one_minus_alphas_bar_sqrt, x_T, noise = to_dtype(dtype, betas, one_minus_alphas_bar_sqrt, x_T, noise)
     return eager_loop(model, shape, betas, one_minus_alphas_bar_sqrt, x_T, noise, final_noise,
                       generator, keep=True, dtype=dtype)
 

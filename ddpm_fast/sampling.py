@@ -6,7 +6,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ._checks import (check_count, check_device, check_fits, check_flag, check_generator, check_injected_noise,
-                      check_model_dtype, check_model_steps, check_same_device, check_seed)
+                      check_model_dtype, check_model_steps, check_same_device, check_seed, to_dtype)
 from .backends import SamplingJob, resolve_backend
 from .model import model_device, model_n_steps
 from .schedule import Schedule, make_schedule
@@ -27,9 +27,7 @@ def run_backend(backend: str, model: nn.Module, betas: torch.Tensor,
     device = betas.device
     chosen = resolve_backend(backend, device, precision, bare_generator=generator is not None and seed is None)
     dtype = dtype or check_model_dtype(model, chosen.name)
-    betas, one_minus_alphas_bar_sqrt = betas.to(dtype), one_minus_alphas_bar_sqrt.to(dtype)  # no-ops in fp32
-    x_T = None if x_T is None else x_T.to(dtype)
-    noise = None if noise is None else noise.to(dtype)
+    betas, one_minus_alphas_bar_sqrt, x_T, noise = to_dtype(dtype, betas, one_minus_alphas_bar_sqrt, x_T, noise)
     job = SamplingJob(model=model, betas=betas, one_minus_alphas_bar_sqrt=one_minus_alphas_bar_sqrt,
                       shape=tuple(shape), device=device, x_T=x_T, noise=noise, final_noise=final_noise,
                       generator=generator, seed=seed, precision=precision, trajectory=trajectory,

@@ -21,7 +21,7 @@ from torch import nn
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler
 from tqdm.auto import tqdm
 
-from ._checks import check_count, check_fits, check_points
+from ._checks import check_count, check_fits, check_points, one_line
 from .data import DATASETS, make_dataset
 from .diffusion import diffusion_loss, eager_loop
 from .model import MLPDiffusion
@@ -197,7 +197,7 @@ def train(config: TrainConfig = TrainConfig(), dataset: torch.Tensor | None = No
             torch.set_rng_state(state["rng_state"])
         except (KeyError, TypeError, ValueError, RuntimeError) as err:
             raise ValueError(f"the training state to resume is damaged: {type(err).__name__}: "
-                             f"{' '.join(str(err).split())[:200]}") from None
+                             f"{one_line(err, 200)}") from None
         result.losses = list(state["losses"])
         result.snapshots = dict(state.get("snapshots") or {})
         result.wall_time_s = state.get("wall_time_s", 0.0)

@@ -150,3 +150,15 @@ def test_an_output_file_that_is_a_directory_is_refused_first(tmp_path, monkeypat
     (tmp_path / target).mkdir()
     assert main([*command, "--out", str(tmp_path)]) == 2
     assert f"{target}: is a directory, not a file" in capsys.readouterr().err
+
+
+def test_an_atomic_writer_inside_a_group_writes_once(tmp_path, monkeypatch):
+    import ddpm_fast._io as io_module
+    temporaries = []
+    real_temp = io_module._temp_beside
+    monkeypatch.setattr(io_module, "_temp_beside", lambda path: temporaries.append(path) or real_temp(path))
+    target = tmp_path / "checkpoint.pt"
+    with staged_outputs() as staged:
+        D.save_checkpoint(staged.path(target), D.MLPDiffusion(10, 16), D.make_schedule(10))  # atomic itself
+    assert temporaries == [str(target)]  # one temporary, written and fsynced once, not a temporary's temporary
+    assert D.load_checkpoint(target)[0].config.n_steps == 10 and not _leftovers(tmp_path)
