@@ -31,7 +31,7 @@ import torch  # noqa: E402
 
 import ddpm_fast as D  # noqa: E402
 from ddpm_fast.backends import get_backend  # noqa: E402
-from ddpm_fast.backends._step import step_tables  # noqa: E402
+from ddpm_fast.samplers import make_plan  # noqa: E402
 from ddpm_fast.bench import environment  # noqa: E402
 
 # the float64 reference the parity tests use
@@ -98,16 +98,16 @@ def _times(fn, device, repeats):
 
 def _kernel_only(backend, model, sched, x_T, noise, precision, final_noise=True):
     """The Triton launch alone, inputs prepared: what the kernel costs without the Python around it."""
-    from ddpm_fast.kernels import mlp_weights, p_sample_step, sample_fused
-    weights, tables = mlp_weights(model), step_tables(sched.betas, sched.one_minus_alphas_bar_sqrt, final_noise)
+    from ddpm_fast.kernels import mlp_weights, new_state, sample_fused, sampler_step
+    weights, plan = mlp_weights(model), make_plan(sched, final_noise=final_noise)
     if backend == "triton-fused":
-        return lambda: sample_fused(weights, x_T, tables, precision=precision, noise=noise)
+        return lambda: sample_fused(weights, x_T, plan, precision=precision, noise=noise)
 
     def steps():
-        x = x_T
-        for t in reversed(range(sched.n_steps)):
-            x = p_sample_step(weights, x, t, tables, precision=precision, noise=noise)
-        return x
+        state = new_state(x_T)
+        for i in range(plan.steps):
+            state = sampler_step(weights, state, i, plan, precision=precision, noise=noise)
+        return state[0]
     return steps
 
 
@@ -165,7 +165,7 @@ def compile_times(report, device):
     """Seconds of a first launch of each fused-sampler variant, on the cold cache."""
     from ddpm_fast.kernels import mlp_weights, sample_fused
     model, sched = D.load_pretrained(device)
-    tables = step_tables(sched.betas, sched.one_minus_alphas_bar_sqrt, True)
+    plan = make_plan(sched)
     x_T = torch.randn(1000 if device.type == "cuda" else 64, 2, device=device)
     n_timed = 1_000_000 if device.type == "cuda" else 64
     for precision in PRECISIONS if device.type == "cuda" else ("fp32",):
@@ -174,12 +174,12 @@ def compile_times(report, device):
             try:
                 _sync(device)
                 begin = time.perf_counter()
-                sample_fused(mlp_weights(model), x_T, tables, precision=precision, seed=0, block_m=block_m,
+                sample_fused(mlp_weights(model), x_T, plan, precision=precision, seed=0, block_m=block_m,
                              num_warps=warps)
                 _sync(device)
                 first = time.perf_counter() - begin
                 x_big = torch.randn(n_timed, 2, device=device)
-                call = lambda: sample_fused(mlp_weights(model), x_big, tables, precision=precision,  # noqa: E731
+                call = lambda: sample_fused(mlp_weights(model), x_big, plan, precision=precision,  # noqa: E731
                                             seed=0, block_m=block_m, num_warps=warps)
                 wall, dev = _times(call, device, 5 if device.type == "cuda" else 1)
                 report.put(key, {"first_call_s": first, "n_timed": n_timed, "wall_s": wall, "device_s": dev})

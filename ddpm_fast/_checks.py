@@ -71,7 +71,8 @@ def check_same_device(**tensors: torch.Tensor) -> None:
 
 
 def check_injected_noise(x_T, noise, shape, n_steps: int) -> None:
-    """SPEC's noise convention: x_T is [N, 2]; noise is [T, N, 2], noise[i] used at t = T-1-i."""
+    """SPEC's noise convention: x_T is [N, 2]; noise is [K, N, 2], noise[i] used at step i
+    (for the original sampler K = T and step i is t = T-1-i)."""
     n = shape[0]
     if x_T is not None:
         check_points(x_T, "x_T")
@@ -81,7 +82,7 @@ def check_injected_noise(x_T, noise, shape, n_steps: int) -> None:
         if not isinstance(noise, torch.Tensor):
             raise TypeError(f"noise must be a torch.Tensor, got {type(noise).__name__}")
         if tuple(noise.shape) != (n_steps, n, 2):
-            raise ValueError(f"noise must have shape [T, N, 2] = [{n_steps}, {n}, 2], "
+            raise ValueError(f"noise must have shape [steps, N, 2] = [{n_steps}, {n}, 2], "
                              f"got {list(noise.shape)}")
         if not noise.is_floating_point():
             raise TypeError(f"noise must be a floating-point tensor, got dtype {noise.dtype}")

@@ -129,7 +129,49 @@ def _build(path: str, payload):
         raise ValueError(f"{path!r}: its weights do not fit MLPDiffusion(n_steps={model.config.n_steps}, "
                          f"num_units={model.config.num_units}): {one_line(err)}") from None
     _check_finite(path, state)
+    model.tuned_grids = _tuned_grids(path, metadata.get("tuned_grids", {}), schedule.n_steps)
     return model, schedule, metadata
+
+
+def _tuned_grids(path: str, grids, n_steps: int) -> dict:
+    """metadata['tuned_grids'] checked: {sampler: {str(steps): strictly decreasing ints in [0, T)}}."""
+    from .samplers import SAMPLERS, check_explicit_grid
+    if not isinstance(grids, dict):
+        raise ValueError(f"{path!r}: metadata 'tuned_grids' is a {type(grids).__name__}, not a dict")
+    checked = {}
+    for sampler, by_steps in grids.items():
+        if sampler not in SAMPLERS or not isinstance(by_steps, dict):
+            raise ValueError(f"{path!r}: metadata 'tuned_grids' has an unknown sampler {sampler!r} or a "
+                             f"damaged entry for it")
+        checked[sampler] = {}
+        for steps, timesteps in by_steps.items():
+            try:
+                grid = check_explicit_grid(timesteps, n_steps)
+            except (TypeError, ValueError) as err:
+                raise ValueError(f"{path!r}: tuned grid {sampler} {steps}: {err}") from None
+            if str(steps) != str(len(grid)):
+                raise ValueError(f"{path!r}: tuned grid {sampler} {steps} holds {len(grid)} timesteps")
+            checked[sampler][str(steps)] = list(grid)
+    return checked
+
+
+def add_tuned_grid(path, sampler: str, timesteps, details: dict | None = None, out=None) -> None:
+    """Write the checkpoint at ``path`` again (to ``out``, default ``path``, atomically) with the
+    grid ``timesteps`` of ``sampler`` in its metadata (and ``details`` of how it was found);
+    everything else in the file, a training state included, is kept as it was."""
+    path = os.fsdecode(path)
+    payload = _read(path, "cpu")
+    _build(path, payload)  # a sound checkpoint of this package, before anything is written
+    if payload.get("format") != FORMAT:
+        raise ValueError(f"{path!r} is a plain state dict: save it with save_checkpoint first")
+    timesteps = [int(t) for t in timesteps]
+    metadata = payload.setdefault("metadata", {})
+    metadata.setdefault("tuned_grids", {}).setdefault(sampler, {})[str(len(timesteps))] = timesteps
+    if details:
+        metadata.setdefault("tuned_grids_details", {}).setdefault(sampler, {})[str(len(timesteps))] = details
+    _build(path, payload)  # the new grid passes the same checks as on load
+    with atomic_path(out or path) as temp:
+        torch.save(payload, temp)
 
 
 def load_checkpoint(path, map_location="cpu"):

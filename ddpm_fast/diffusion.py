@@ -17,6 +17,7 @@ from ._checks import (check_count, check_fits, check_flag, check_generator, chec
                       check_timesteps, to_dtype)
 from .backends import resolve_backend
 from .model import model_device
+from .samplers import make_plan
 from .schedule import Schedule
 
 
@@ -138,14 +139,17 @@ def p_sample_loop(model: nn.Module, shape, n_steps: int, betas: torch.Tensor,
                   one_minus_alphas_bar_sqrt: torch.Tensor, *, x_T: torch.Tensor | None = None,
                   noise: torch.Tensor | None = None, final_noise: bool = True,
                   generator: torch.Generator | None = None, backend: str = "eager",
-                  precision: str = "fp32") -> list[torch.Tensor]:
+                  precision: str = "fp32", sampler: str = "ddpm", steps: int | None = None,
+                  prior: str | None = None, eta: float | None = None, grid=None) -> list[torch.Tensor]:
     """The reverse process from x_T ~ N(0, I) to x_0; returns ``[x_T, x_{T-1}, ..., x_0]``.
 
     With no ``x_T``/``noise``/``generator`` it draws from the global RNG in the original
     order (x_T, then z for t = T-1, ..., 0), so a seeded run matches the original code.
     ``noise[i]`` is the z of loop iteration i, timestep T-1-i. ``backend`` picks the
     implementation (see ``ddpm_fast.available_backends``); all but ``eager`` return the
-    same list computed by a fast path.
+    same list computed by a fast path. ``sampler``, ``steps``, ``prior``, ``eta`` and ``grid``
+    pick another sampler as in ``sample``: then the list holds its K+1 states, x_T first,
+    and ``noise`` is [K, N, 2].
     """
     _check_model(model)
     shape = _check_shape(shape)
@@ -160,15 +164,18 @@ def p_sample_loop(model: nn.Module, shape, n_steps: int, betas: torch.Tensor,
         raise ValueError(f"betas and one_minus_alphas_bar_sqrt must have shape [{n_steps}], got "
                          f"{list(betas.shape)} and {list(one_minus_alphas_bar_sqrt.shape)}")
     check_model_steps(model, n_steps)
-    check_injected_noise(x_T, noise, shape, n_steps)
+    plan = make_plan(betas, sampler, steps, grid=grid, prior=prior, eta=eta, final_noise=final_noise,
+                     tuned_grids=getattr(model, "tuned_grids", None),
+                     one_minus_alphas_bar_sqrt=one_minus_alphas_bar_sqrt)
+    check_injected_noise(x_T, noise, shape, plan.steps)
     device = x_T.device if x_T is not None else (model_device(model) or betas.device)
-    check_fits((n_steps + 1) * shape[0] * 2 * 4, device,
-               f"the {n_steps + 1} states of p_sample_loop(shape={shape})")
-    if backend != "eager":
+    check_fits((plan.steps + 1) * shape[0] * 2 * 4, device,
+               f"the {plan.steps + 1} states of p_sample_loop(shape={shape})")
+    if backend != "eager" or not plan.reference:
         from .sampling import run_backend
         trajectory = run_backend(backend, model, betas, one_minus_alphas_bar_sqrt, shape,
                                  x_T=x_T, noise=noise, final_noise=final_noise,
-                                 generator=generator, precision=precision, trajectory=True)
+                                 generator=generator, precision=precision, trajectory=True, plan=plan)
         return list(trajectory.unbind(0))
     resolve_backend("eager", device, precision)  # eager runs fp32 only: say so rather than ignore it
     dtype = check_model_dtype(model, "eager")

@@ -39,6 +39,9 @@ class MLPDiffusion(nn.Module):
             nn.Embedding(n_steps, num_units),
             nn.Embedding(n_steps, num_units),
         ])
+        # {sampler: {str(steps): [t_0, ..., t_{K-1}]}}: few-step grids searched for these weights
+        # (ddpm-fast tune-steps), saved in the checkpoint's metadata; sample() uses them by default.
+        self.tuned_grids: dict = {}
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         # x: [N, 2], t: [N] or [1] integer timesteps -> predicted noise [N, 2]

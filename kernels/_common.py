@@ -1,6 +1,15 @@
-"""Device functions shared by the kernels: the keyed Gaussian noise and the fused MLP."""
+"""Device functions shared by the kernels: the keyed Gaussian noise, the fused MLP and the
+sampler plans' update."""
 import triton
 import triton.language as tl
+
+from ..samplers import A_EPS, A_X, C_1, C_2, C_M, C_S, C_X, N_COLUMNS, P_1, P_2, P_M, P_S, P_Z
+
+# The columns of a plan's coefficient table (ddpm_fast.samplers.COLUMNS), as kernel constants.
+COL_A_X, COL_A_EPS = tl.constexpr(A_X), tl.constexpr(A_EPS)
+COL_C_S, COL_C_X, COL_C_M, COL_C_1, COL_C_2 = (tl.constexpr(c) for c in (C_S, C_X, C_M, C_1, C_2))
+COL_P_S, COL_P_M, COL_P_1, COL_P_2, COL_P_Z = (tl.constexpr(c) for c in (P_S, P_M, P_1, P_2, P_Z))
+N_COLS = tl.constexpr(N_COLUMNS)
 
 # Stream ids keep the sampler's and q_sample's noise apart for the same seed.
 STREAM_SAMPLER = tl.constexpr(0)
@@ -103,7 +112,8 @@ def _mlp_eps(x0, x1, emb_row,  # x0, x1: [BLOCK_M] float32; emb_row: t * H, scal
 
 @triton.jit
 def _step_noise(noise_ptr, i, N, rows, mask, seed, t, row_offset, NOISE_GIVEN: tl.constexpr):
-    """The z of loop iteration i (timestep t): noise[i] when given, else drawn keyed by t."""
+    """The z of step i (timestep t): noise[i] when given, else drawn keyed by t (a plan's
+    timesteps are distinct, so no two steps share a z)."""
     if NOISE_GIVEN:
         base = noise_ptr + (tl.cast(i, tl.int64) * N + rows) * 2  # int64: T * N * 2 may pass 2^31
         z0 = tl.load(base, mask=mask, other=0.0)
@@ -114,7 +124,25 @@ def _step_noise(noise_ptr, i, N, rows, mask, seed, t, row_offset, NOISE_GIVEN: t
 
 
 @triton.jit
-def _reverse_update(x, eps, z, t, coeff_ptr, inv_sqrt_alphas_ptr, sigma_ptr):
-    """x_{t-1} = inv_sqrt_alphas[t] * (x_t - coeff[t] * eps) + sigma[t] * z, in float32."""
-    mean = tl.load(inv_sqrt_alphas_ptr + t) * (x - tl.load(coeff_ptr + t) * eps)
-    return mean + tl.load(sigma_ptr + t) * z
+def _solver_update(x, eps, s, m_1, m_2, z, coef_ptr,  # coef_ptr: the step's [N_COLUMNS] float32 row
+                   HISTORY: tl.constexpr, CORRECTOR: tl.constexpr, NOISY: tl.constexpr):
+    """One coordinate of one step of a sampler plan (ddpm_fast.samplers), in float32.
+
+    Returns (x_next, s, m): the next point, the corrected point and the step's estimate
+    (eps or x_0), which become s' and m_1 of the next step. Registers a plan does not read
+    (HISTORY, CORRECTOR) are dead code the compiler removes.
+    """
+    m = tl.load(coef_ptr + COL_A_X) * x + tl.load(coef_ptr + COL_A_EPS) * eps
+    if CORRECTOR:
+        s = (tl.load(coef_ptr + COL_C_S) * s + tl.load(coef_ptr + COL_C_X) * x + tl.load(coef_ptr + COL_C_M) * m
+             + tl.load(coef_ptr + COL_C_1) * m_1 + tl.load(coef_ptr + COL_C_2) * m_2)
+    else:
+        s = x
+    x = tl.load(coef_ptr + COL_P_S) * s + tl.load(coef_ptr + COL_P_M) * m
+    if HISTORY >= 1:
+        x = x + tl.load(coef_ptr + COL_P_1) * m_1
+    if HISTORY >= 2:
+        x = x + tl.load(coef_ptr + COL_P_2) * m_2
+    if NOISY:
+        x = x + tl.load(coef_ptr + COL_P_Z) * z
+    return x, s, m

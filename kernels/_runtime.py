@@ -66,3 +66,12 @@ def seed_tensor(seed, device, generator: torch.Generator | None = None) -> torch
     if seed is None:
         return torch.randint(0, 2**62, (1,), generator=generator, device=device)
     return torch.full((1,), int(seed), dtype=torch.int64, device=device)  # a fill: no host-to-device copy
+
+
+def check_plan_noise(plan, weights, noise: torch.Tensor | None, n: int) -> None:
+    """The plan fits the model's step table, and injected noise is float32 [K, N, 2]."""
+    if plan.n_steps != weights.n_steps:
+        raise ValueError(f"the plan is for {plan.n_steps} timesteps but the model's step embeddings hold "
+                         f"{weights.n_steps}")
+    if noise is not None and (tuple(noise.shape) != (plan.steps, n, 2) or noise.dtype != torch.float32):
+        raise ValueError(f"noise must be float32 [{plan.steps}, {n}, 2], got {noise.dtype} {list(noise.shape)}")

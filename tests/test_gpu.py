@@ -4,7 +4,7 @@ import torch
 
 import ddpm_fast as D
 from ddpm_fast.backends import cudagraph
-from ddpm_fast.backends._step import step_tables
+from ddpm_fast.samplers import make_plan
 from ddpm_fast.kernels import mlp_weights, sample_fused
 from helpers import assert_close, reference_trajectory_f64
 
@@ -94,8 +94,7 @@ def test_fused_sampler_int64_offsets():
     n = (2**31) // 99 + 4097
     x_T = torch.randn(n, 2, device="cuda")
     noise = torch.randn(100, n, 2, device="cuda")
-    tables = step_tables(sched.betas, sched.one_minus_alphas_bar_sqrt, True)
-    out = sample_fused(mlp_weights(model), x_T, tables, noise=noise)
+    out = sample_fused(mlp_weights(model), x_T, make_plan(sched), noise=noise)
     tail = slice(n - 7, n)
     expected = reference_trajectory_f64(model, sched, x_T[tail], noise[:, tail])[-1]
     assert_close(out[tail], expected, "fp32")

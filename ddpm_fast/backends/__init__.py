@@ -1,7 +1,7 @@
 """The backend registry behind ``sample`` and ``p_sample_loop(..., backend=...)``.
 
 A backend turns a ``SamplingJob`` into x_0 ([N, 2]) or, when ``job.trajectory``, into the
-whole trajectory [T+1, N, 2] (x_T first). Backends register themselves by name; an
+whole trajectory [K+1, N, 2] (x_T first), for any sampler plan (``ddpm_fast.samplers``). Backends register themselves by name; an
 unknown name fails with the list of known ones.
 """
 from __future__ import annotations
@@ -16,6 +16,8 @@ from typing import Callable, Optional
 import torch
 from torch import nn
 
+from ..samplers import SAMPLERS
+
 PRECISIONS = ("fp32", "tf32", "bf16")
 
 
@@ -27,7 +29,7 @@ class SamplingJob:
     shape: tuple  # (N, 2)
     device: torch.device
     x_T: Optional[torch.Tensor] = None  # [N, 2]
-    noise: Optional[torch.Tensor] = None  # [T, N, 2]; noise[i] is the z of timestep T-1-i
+    noise: Optional[torch.Tensor] = None  # [K, N, 2]; noise[i] is the z of step i (timestep plan.timesteps[i])
     final_noise: bool = True
     generator: Optional[torch.Generator] = None
     seed: Optional[int] = None
@@ -35,10 +37,12 @@ class SamplingJob:
     trajectory: bool = False
     row_offset: int = 0  # index of the first row in the whole request (keys in-kernel noise)
     dtype: torch.dtype = torch.float32  # the model's: float32, or float64 for the eager reference
+    plan: Optional["SamplerPlan"] = None  # the sampler: timesteps and coefficient tables (ddpm_fast.samplers)
 
     @property
     def n_steps(self) -> int:
-        return self.betas.shape[0]
+        """K, the plan's number of steps (T for the original sampler)."""
+        return self.plan.steps
 
 
 @dataclass(frozen=True)
@@ -119,7 +123,8 @@ def available_backends(device="cpu") -> dict[str, dict]:
     for name, backend in _REGISTRY.items():
         reason = backend.unavailable_reason(device)
         report[name] = {"available": reason is None, "reason": reason or "ok",
-                        "precisions": list(backend.precisions), "description": backend.description}
+                        "precisions": list(backend.precisions), "description": backend.description,
+                        "samplers": list(SAMPLERS)}  # every backend executes every sampler's tables
     return report
 
 

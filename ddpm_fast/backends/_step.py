@@ -1,30 +1,57 @@
-"""The per-step function that ``compile`` compiles and ``cudagraph`` captures."""
+"""The per-step function of any sampler plan: ``eager`` runs it, ``compile`` compiles it and
+``cudagraph`` captures it."""
 from __future__ import annotations
 
 from contextlib import contextmanager, nullcontext
 
 import torch
 
-from ..schedule import sampler_coefficients
+from ..samplers import A_EPS, A_X, C_1, C_2, C_M, C_S, C_X, P_1, P_2, P_M, P_S, P_Z
 
 
-def step_tables(betas: torch.Tensor, one_minus_alphas_bar_sqrt: torch.Tensor, final_noise: bool):
-    """(coeff, inv_sqrt_alphas, sigma), float32 [T] each; sigma[0] = 0 without final noise."""
-    coeff, inv_sqrt_alphas, sigma = sampler_coefficients(betas.float(), one_minus_alphas_bar_sqrt.float())
-    if not final_noise:
-        sigma = torch.cat([sigma.new_zeros(1), sigma[1:]])
-    return coeff.contiguous(), inv_sqrt_alphas.contiguous(), sigma.contiguous()
+def solver_step(model, x, carry, t_index, coef, z, history: int, corrector: bool):
+    """One step of a ``SamplerPlan`` (see ddpm_fast.samplers): x [N, 2] at ``t_index`` ([1] long
+    tensor, so one graph serves every step) to the next timestep.
 
-
-def reverse_step(model, x, t_index, coeff, inv_sqrt_alphas, sigma, z):
-    """x_{t-1} from x_t [N, 2]; ``t_index`` is a [1] long tensor, so one graph serves every t.
-
-    The reference's operations in its order: with float32 and finite z it gives its bits
-    (sigma[0] = 0 makes the last step the mean alone).
+    ``carry`` is (s', m_1, m_2), the previous corrected point and estimates (None where the
+    plan reads none); ``coef`` the step's [N_COLUMNS] row; ``z`` [N, 2] or None (no noise).
+    Returns (x, carry). ``history`` and ``corrector`` are the plan's: Python constants, so a
+    compiled step has one graph per plan structure.
     """
+    s_prev, m_1, m_2 = carry
     eps = model(x, t_index)  # [N, 2]
-    mean = inv_sqrt_alphas[t_index] * (x - coeff[t_index] * eps)
-    return mean + sigma[t_index] * z
+    m = coef[A_X] * x + coef[A_EPS] * eps  # the estimate: eps (ddpm, ddim) or x_0
+    if corrector:
+        s = coef[C_S] * s_prev + coef[C_X] * x + coef[C_M] * m + coef[C_1] * m_1 + coef[C_2] * m_2
+    else:
+        s = x
+    x = coef[P_S] * s + coef[P_M] * m
+    if history >= 1:
+        x = x + coef[P_1] * m_1
+    if history >= 2:
+        x = x + coef[P_2] * m_2
+    if z is not None:
+        x = x + coef[P_Z] * z
+    return x, (s if corrector else None, m if history >= 1 else None, m_1 if history >= 2 else None)
+
+
+def initial_carry(plan, x: torch.Tensor) -> tuple:
+    """Zeros for the registers the plan reads (its first row gives them zero weight)."""
+    zeros = torch.zeros_like(x)
+    return (zeros if plan.corrector else None, zeros if plan.history >= 1 else None,
+            zeros if plan.history >= 2 else None)
+
+
+def run_plan(step, plan, x, timesteps, coefficients, noise_of_step, keep: bool):
+    """x_0 (or the K+1 states when ``keep``) from x_T, calling ``step`` = solver_step's signature
+    without model/history/corrector. ``noise_of_step(i)`` gives step i's z or None."""
+    states, carry = [x], initial_carry(plan, x)
+    for i in range(plan.steps):
+        with step_range(plan.timesteps[i]):
+            x, carry = step(x, carry, timesteps[i:i + 1], coefficients[i], noise_of_step(i))
+        if keep:
+            states.append(x)
+    return torch.stack(states) if keep else x
 
 
 @contextmanager
@@ -49,14 +76,14 @@ def precision_context(precision: str, device: torch.device):
     return torch.autocast(device.type, dtype=torch.bfloat16, cache_enabled=False)
 
 
-def step_noise(noise, i: int, n_steps: int, final_noise: bool, like: torch.Tensor, generator=None):
-    """The z of loop iteration i: ``noise[i]`` when injected; zeros, drawing nothing, at a
-    noiseless last step (as the reference); else a fresh draw from ``generator``."""
+def step_noise(noise, i: int, plan, like: torch.Tensor, generator=None):
+    """The z of step i: None at a step that adds no noise (nothing drawn, as the reference);
+    ``noise[i]`` when injected; else a fresh draw from ``generator``."""
+    if not plan.noisy[i]:
+        return None
     if noise is not None:
         return noise[i]
-    if i == n_steps - 1 and not final_noise:
-        return torch.zeros_like(like)
-    return torch.randn(like.shape, generator=generator, device=like.device)
+    return torch.randn(like.shape, generator=generator, device=like.device, dtype=like.dtype)
 
 
 NVTX = {"steps": False}  # set by ddpm-fast profile: one NVTX range per step in host-side loops
@@ -70,6 +97,8 @@ def step_range(t: int):
 
 
 def draw_x_T(job) -> torch.Tensor:
+    """The start: the injected x_T as given, else N(0, prior_std^2 I) drawn from the job's generator."""
     if job.x_T is not None:
-        return job.x_T.float()
-    return torch.randn(job.shape, generator=job.generator, device=job.device)
+        return job.x_T
+    x = torch.randn(job.shape, generator=job.generator, device=job.device, dtype=job.dtype)
+    return x if job.plan.prior_std == 1.0 else x * job.plan.prior_std

@@ -1,9 +1,10 @@
-"""``cudagraph``: the whole T-step loop captured once as one CUDA graph and replayed.
+"""``cudagraph``: the whole K-step loop captured once as one CUDA graph and replayed.
 
-One graph per (model, N, T, device, precision, noise injected or drawn, trajectory kept,
-final_noise, parameter addresses), with static input and output buffers. The step tables
-are static inputs too, copied in before every replay, so a call with another schedule
-never replays the tables of an earlier one. Drawn noise comes from the default CUDA
+One graph per (model, N, plan structure: steps, history, corrector, which steps add noise;
+device, precision, noise injected or drawn, trajectory kept, parameter addresses), with
+static input and output buffers. The plan's timestep and coefficient tables are static
+inputs too, copied in before every replay, so a call with another schedule or grid never
+replays the tables of an earlier one. Drawn noise comes from the default CUDA
 generator inside the graph, which PyTorch advances on every replay: fresh noise without
 recapture. A seed replays under ``torch.random.fork_rng``, so the caller's RNG state is left
 as it was; each chunk of a chunked request replays under its own seed, derived from the
@@ -21,7 +22,7 @@ import numpy as np
 import torch
 
 from . import Backend, SamplingJob, register_backend
-from ._step import draw_x_T, precision_context, reverse_step, step_noise, step_tables
+from ._step import draw_x_T, precision_context, run_plan, solver_step, step_noise
 
 _graphs: "weakref.WeakKeyDictionary[torch.nn.Module, dict]" = weakref.WeakKeyDictionary()
 capture_times: dict = {}  # cache key -> seconds spent warming up and capturing
@@ -31,43 +32,42 @@ capture_times: dict = {}  # cache key -> seconds spent warming up and capturing
 class _CapturedLoop:
     graph: "torch.cuda.CUDAGraph"
     x_T: torch.Tensor  # [N, 2] static input
-    noise: torch.Tensor | None  # [T, N, 2] static input when noise is injected
-    tables: tuple  # (coeff, inv_sqrt_alphas, sigma), [T] each: static inputs
-    result: torch.Tensor  # [N, 2] x_0, or [T+1, N, 2] trajectory
+    noise: torch.Tensor | None  # [K, N, 2] static input when noise is injected
+    tables: tuple  # (timesteps [K] int64, coefficients [K, N_COLUMNS]): static inputs
+    result: torch.Tensor  # [N, 2] x_0, or [K+1, N, 2] trajectory
     # tensors made outside the capture that the graph reads: freed, their memory would be reused
     keep_alive: tuple = ()
 
 
-def _loop(job: SamplingJob, x_T, noise, tables, timesteps):
-    x, states = x_T, [x_T]
-    for i in range(job.n_steps):
-        z = step_noise(noise, i, job.n_steps, job.final_noise, x)  # default generator: graph-safe
-        x = reverse_step(job.model, x, timesteps[i:i + 1], *tables, z)
-        states.append(x)
-    return torch.stack(states) if job.trajectory else x
+def _loop(job: SamplingJob, x_T, noise, tables):
+    plan = job.plan
+
+    def step(x, carry, t_index, coef, z):
+        return solver_step(job.model, x, carry, t_index, coef, z, plan.history, plan.corrector)
+    # noise from the default generator (graph-safe), or the static injected buffer
+    return run_plan(step, plan, x_T, *tables, lambda i: step_noise(noise, i, plan, x_T), job.trajectory)
 
 
 def _capture(job: SamplingJob) -> _CapturedLoop:
     start = time.perf_counter()
-    tables = tuple(t.clone() for t in step_tables(job.betas, job.one_minus_alphas_bar_sqrt, job.final_noise))
-    timesteps = torch.arange(job.n_steps - 1, -1, -1, device=job.device)
+    tables = job.plan.tables(job.device)  # fresh tensors, owned by the graph
     x_T = torch.zeros(job.shape, device=job.device)
     noise = None if job.noise is None else torch.zeros(job.n_steps, *job.shape, device=job.device)
     side = torch.cuda.Stream(job.device)
     side.wait_stream(torch.cuda.current_stream(job.device))
     with torch.cuda.stream(side), precision_context(job.precision, job.device), torch.random.fork_rng([job.device]):
-        _loop(job, x_T, noise, tables, timesteps)  # warm-up: lazy inits stay out of the graph
+        _loop(job, x_T, noise, tables)  # warm-up: lazy inits stay out of the graph
     torch.cuda.current_stream(job.device).wait_stream(side)
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph), precision_context(job.precision, job.device):
-        result = _loop(job, x_T, noise, tables, timesteps)
+        result = _loop(job, x_T, noise, tables)
     capture_times[_key(job)] = time.perf_counter() - start
-    return _CapturedLoop(graph, x_T, noise, tables, result, keep_alive=(timesteps,))
+    return _CapturedLoop(graph, x_T, noise, tables, result)
 
 
 def _key(job: SamplingJob) -> tuple:
-    return (job.shape[0], job.n_steps, str(job.device), job.precision, job.noise is not None, job.trajectory,
-            job.final_noise, tuple(p.data_ptr() for p in job.model.parameters()))
+    return (job.shape[0], job.plan.structure(), str(job.device), job.precision, job.noise is not None,
+            job.trajectory, tuple(p.data_ptr() for p in job.model.parameters()))
 
 
 def _run(job: SamplingJob) -> torch.Tensor:
@@ -79,8 +79,8 @@ def _run(job: SamplingJob) -> torch.Tensor:
     if key not in per_model:
         per_model[key] = _capture(job)
     loop = per_model[key]
-    for static, table in zip(loop.tables, step_tables(job.betas, job.one_minus_alphas_bar_sqrt, job.final_noise)):
-        static.copy_(table)  # device to device: this call's schedule, no host sync
+    for static, table in zip(loop.tables, job.plan.tables(job.device)):
+        static.copy_(table)  # this call's schedule and grid (a host-to-device copy, no sync)
     loop.x_T.copy_(draw_x_T(job))
     if job.noise is not None:
         loop.noise.copy_(job.noise)

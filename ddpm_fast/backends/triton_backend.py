@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from . import Backend, SamplingJob, register_backend
-from ._step import draw_x_T, step_range, step_tables
+from ._step import draw_x_T, step_range
 
 
 def _unavailable(device: torch.device) -> str | None:
@@ -19,37 +19,37 @@ def _prepare(job: SamplingJob):
     from ..kernels import mlp_weights
     from ..kernels._runtime import seed_tensor
     weights = mlp_weights(job.model)  # views of the parameters: read afresh by every launch
-    if weights.n_steps != job.n_steps:
+    if weights.n_steps != job.plan.n_steps:
         raise ValueError(f"the model's step embeddings hold {weights.n_steps} timesteps but the schedule has "
-                         f"{job.n_steps}")
+                         f"{job.plan.n_steps}")
     if weights.device != job.device:
         raise ValueError(f"the model is on {weights.device} but the sampler runs on {job.device}")
     x_T = draw_x_T(job)
     seed = seed_tensor(job.seed, job.device, job.generator)
     noise = None if job.noise is None else job.noise.float()
-    return weights, x_T, noise, seed, step_tables(job.betas, job.one_minus_alphas_bar_sqrt, job.final_noise)
+    return weights, x_T, noise, seed
 
 
 def _run_step(job: SamplingJob) -> torch.Tensor:
-    from ..kernels import p_sample_step
-    weights, x, noise, seed, tables = _prepare(job)
-    states = [x]
-    for t in reversed(range(job.n_steps)):
+    from ..kernels import new_state, sampler_step
+    weights, x_T, noise, seed = _prepare(job)
+    state, states = new_state(x_T), [x_T]
+    for i, t in enumerate(job.plan.timesteps):
         with step_range(t):
-            x = p_sample_step(weights, x, t, tables, precision=job.precision, noise=noise, seed=seed,
-                              row_offset=job.row_offset)
+            state = sampler_step(weights, state, i, job.plan, precision=job.precision, noise=noise, seed=seed,
+                                 row_offset=job.row_offset)
         if job.trajectory:
-            states.append(x)
-    return torch.stack(states) if job.trajectory else x
+            states.append(state[0])
+    return torch.stack(states) if job.trajectory else state[0]
 
 
 def _run_fused(job: SamplingJob) -> torch.Tensor:
     from ..kernels import sample_fused
-    weights, x_T, noise, seed, tables = _prepare(job)
+    weights, x_T, noise, seed = _prepare(job)
     kwargs = dict(precision=job.precision, noise=noise, seed=seed, row_offset=job.row_offset)
     if job.trajectory:
-        return sample_fused(weights, x_T, tables, keep_every=1, **kwargs)[1]
-    return sample_fused(weights, x_T, tables, **kwargs)
+        return sample_fused(weights, x_T, job.plan, keep_every=1, **kwargs)[1]
+    return sample_fused(weights, x_T, job.plan, **kwargs)
 
 
 def _precision_reason(device: torch.device, precision: str) -> str | None:

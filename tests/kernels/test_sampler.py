@@ -1,12 +1,12 @@
-"""The single-launch sampler against the float64 reference loop, and its in-kernel noise."""
+"""The single-launch sampler, for every sampler plan, against the float64 reference loop; its in-kernel noise."""
 import pytest
 import torch
 
 import ddpm_fast as D
-from ddpm_fast.backends._step import step_tables
-from ddpm_fast.kernels import mlp_weights, p_sample_step, sample_fused
+from ddpm_fast.kernels import mlp_weights, new_state, sample_fused, sampler_step
 from ddpm_fast.metrics import sliced_wasserstein
-from helpers import assert_close, precisions_for, reference_trajectory_f64
+from ddpm_fast.samplers import make_plan
+from helpers import SAMPLER_CASES, assert_close, precisions_for, reference_plan_f64, reference_trajectory_f64
 
 
 @pytest.fixture(scope="module")
@@ -17,42 +17,50 @@ def trained():
 @pytest.mark.parametrize("n", [1, 7, 257, 1000])
 @pytest.mark.parametrize("final_noise", [True, False])
 def test_fused_sampler_parity(device, trained, n, final_noise):
+    """The original 100-step sampler, every 10th state."""
     model, sched = trained[0].to(device), trained[1].to(device)
     x_T, noise = torch.randn(n, 2, device=device), torch.randn(100, n, 2, device=device)
     expected = reference_trajectory_f64(model, sched, x_T, noise, final_noise)
-    tables = step_tables(sched.betas, sched.one_minus_alphas_bar_sqrt, final_noise)
+    plan = make_plan(sched, final_noise=final_noise)
     for precision in precisions_for(device):
-        out, traj = sample_fused(mlp_weights(model), x_T, tables, precision=precision, noise=noise, keep_every=10)
+        out, traj = sample_fused(mlp_weights(model), x_T, plan, precision=precision, noise=noise, keep_every=10)
         assert_close(out, expected[-1], precision)
         assert traj.shape == (11, n, 2)
         assert_close(traj, expected[::10], precision)
         assert torch.equal(traj[-1], out)
 
 
-def test_trajectory_every_state(device, trained):
+@pytest.mark.parametrize("case", list(SAMPLER_CASES))
+@pytest.mark.parametrize("n", [1, 7, 1000, 4097])
+def test_fused_every_sampler_parity(device, trained, case, n):
+    """Every sampler plan in one launch, history and corrector on chip, every state checked."""
     model, sched = trained[0].to(device), trained[1].to(device)
-    x_T, noise = torch.randn(7, 2, device=device), torch.randn(100, 7, 2, device=device)
-    tables = step_tables(sched.betas, sched.one_minus_alphas_bar_sqrt, True)
-    _, traj = sample_fused(mlp_weights(model), x_T, tables, noise=noise, keep_every=1)
-    assert traj.shape == (101, 7, 2) and torch.equal(traj[0], x_T)
-    assert_close(traj, reference_trajectory_f64(model, sched, x_T, noise), "fp32")
+    plan = make_plan(sched, **SAMPLER_CASES[case])
+    x_T = torch.randn(n, 2, device=device) * plan.prior_std
+    noise = torch.randn(plan.steps, n, 2, device=device)
+    expected = reference_plan_f64(model, sched, x_T, noise, **SAMPLER_CASES[case])
+    for precision in precisions_for(device):
+        out, traj = sample_fused(mlp_weights(model), x_T, plan, precision=precision, noise=noise, keep_every=1)
+        assert traj.shape == (plan.steps + 1, n, 2)
+        assert_close(traj, expected, precision)
+        assert torch.equal(traj[-1], out)
 
 
 def test_in_kernel_noise_deterministic_block_independent_and_shared_with_step(device, trained):
     model, sched = trained[0].to(device), trained[1].to(device)
     x_T = torch.randn(100, 2, device=device)
-    tables = step_tables(sched.betas, sched.one_minus_alphas_bar_sqrt, True)
+    plan = make_plan(sched)
     pack = mlp_weights(model)
-    a = sample_fused(pack, x_T, tables, seed=21, block_m=128)
-    b = sample_fused(pack, x_T, tables, seed=21, block_m=128)
-    c = sample_fused(pack, x_T, tables, seed=21, block_m=32)
+    a = sample_fused(pack, x_T, plan, seed=21, block_m=128)
+    b = sample_fused(pack, x_T, plan, seed=21, block_m=128)
+    c = sample_fused(pack, x_T, plan, seed=21, block_m=32)
     assert torch.equal(a, b)
     assert_close(c, a, "fp32")  # same noise; only the dot's blocking differs
-    x = x_T
-    for t in reversed(range(100)):  # triton-step draws the same (seed, t, row) stream
-        x = p_sample_step(pack, x, t, tables, seed=21)
-    assert_close(x, a, "fp32")
-    assert not torch.allclose(a, sample_fused(pack, x_T, tables, seed=22))
+    state = new_state(x_T)
+    for i in range(plan.steps):  # triton-step draws the same (seed, t, row) stream
+        state = sampler_step(pack, state, i, plan, seed=21)
+    assert_close(state[0], a, "fp32")
+    assert not torch.allclose(a, sample_fused(pack, x_T, plan, seed=22))
 
 
 def test_in_kernel_noise_samples_the_data(device, trained):
@@ -68,14 +76,14 @@ def test_in_kernel_noise_samples_the_data(device, trained):
 
 def test_empty_and_bad_inputs(device, trained):
     model, sched = trained[0].to(device), trained[1].to(device)
-    tables = step_tables(sched.betas, sched.one_minus_alphas_bar_sqrt, True)
+    plan = make_plan(sched)
     pack = mlp_weights(model)
-    assert sample_fused(pack, torch.empty(0, 2, device=device), tables, seed=0).shape == (0, 2)
+    assert sample_fused(pack, torch.empty(0, 2, device=device), plan, seed=0).shape == (0, 2)
     with pytest.raises(ValueError, match=r"noise must be float32 \[100, 3, 2\]"):
-        sample_fused(pack, torch.randn(3, 2, device=device), tables,
+        sample_fused(pack, torch.randn(3, 2, device=device), plan,
                      noise=torch.randn(100, 3, 2, device=device).double())
     with pytest.raises(TypeError, match="x_T must be float32"):
-        sample_fused(pack, torch.randn(3, 2, device=device).half(), tables)
-    short = tuple(t[:50] for t in tables)
-    with pytest.raises(ValueError, match=r"step tables must have shape \[100\]"):
-        sample_fused(pack, torch.randn(3, 2, device=device), short)
+        sample_fused(pack, torch.randn(3, 2, device=device).half(), plan)
+    other = make_plan(D.make_schedule(50))
+    with pytest.raises(ValueError, match="plan is for 50 timesteps but the model's step embeddings hold 100"):
+        sample_fused(pack, torch.randn(3, 2, device=device), other)

@@ -16,7 +16,7 @@ import triton
 import triton.language as tl
 
 import ddpm_fast as D
-from ddpm_fast.backends._step import step_tables
+from ddpm_fast.schedule import sampler_coefficients
 from ddpm_fast.kernels._common import _split_tf32
 from helpers import reference_trajectory_f64
 
@@ -76,7 +76,7 @@ def _emulated_mlp(model, x, t, mode):
 
 
 def _emulated_sampler(model, sched, x_T, noise, mode):
-    coeff, inv_sqrt_alphas, sigma = step_tables(sched.betas, sched.one_minus_alphas_bar_sqrt, True)
+    coeff, inv_sqrt_alphas, sigma = sampler_coefficients(sched.betas, sched.one_minus_alphas_bar_sqrt)
     x = x_T
     for i, t in enumerate(reversed(range(sched.n_steps))):
         eps = _emulated_mlp(model, x, t, mode)
