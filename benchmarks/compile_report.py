@@ -36,9 +36,9 @@ from triton.compiler import ASTSource  # noqa: E402
 
 from ddpm_fast.kernels._runtime import DEFAULT_NUM_STAGES, GPU_BLOCK_M, GPU_NUM_WARPS  # noqa: E402
 from ddpm_fast.kernels.mlp import _mlp_kernel  # noqa: E402
-from ddpm_fast.kernels.p_sample import _p_sample_kernel  # noqa: E402
 from ddpm_fast.kernels.q_sample import _q_sample_kernel  # noqa: E402
 from ddpm_fast.kernels.sampler import _sampler_kernel  # noqa: E402
+from ddpm_fast.kernels.sampler_step import _sampler_step_kernel  # noqa: E402
 from ddpm_fast.kernels.weights import DOT_MODES  # noqa: E402
 
 # Per target: (shared memory one block may use (opt-in maximum), shared memory per SM,
@@ -92,6 +92,13 @@ def blocks_per_sm(arch: int, regs: int, smem: int, warps: int) -> tuple[int, str
     return limits[limiter], limiter
 
 
+# Plan structures (ddpm_fast.samplers): the ddpm's 100 noisy steps; DPM-Solver++(2M) (one
+# previous estimate) and UniPC (two, and the corrected point) at 10 steps, no noise.
+STRUCTURES = {"ddpm": dict(K=100, NOISY=True, HISTORY=0, CORRECTOR=False),
+              "dpm++2m": dict(K=10, NOISY=False, HISTORY=1, CORRECTOR=False),
+              "unipc": dict(K=10, NOISY=False, HISTORY=2, CORRECTOR=True)}
+
+
 def variants(quick: bool, ieee: bool):
     """(name, precision, BLOCK_M, warps, kernel, constexprs) for each configuration the launchers use."""
     bm, warps = GPU_BLOCK_M, GPU_NUM_WARPS
@@ -99,11 +106,17 @@ def variants(quick: bool, ieee: bool):
     for precision, dot in modes.items():
         for noise, keep in ((True, 1), (False, 0)) if quick else ((False, 0), (True, 0), (False, 1), (True, 1)):
             name = "sampler" + ("+noise" if noise else "") + ("+traj" if keep else "")
+            if quick and not noise:
+                continue
             yield name, precision, bm, warps, _sampler_kernel, \
-                {"T": 100, "H": 128, "DOT": dot, "NOISE_GIVEN": noise, "KEEP_EVERY": keep, "BLOCK_M": bm}
-        for noise in (False,) if quick else (False, True):
-            yield "p_sample" + ("+noise" if noise else ""), precision, bm, warps, _p_sample_kernel, \
-                {"H": 128, "DOT": dot, "NOISE_GIVEN": noise, "BLOCK_M": bm}
+                {**STRUCTURES["ddpm"], "H": 128, "DOT": dot, "NOISE_GIVEN": noise, "KEEP_EVERY": keep, "BLOCK_M": bm}
+        for sampler in ("unipc",) if quick else ("dpm++2m", "unipc"):
+            yield f"sampler:{sampler}", precision, bm, warps, _sampler_kernel, \
+                {**STRUCTURES[sampler], "H": 128, "DOT": dot, "NOISE_GIVEN": False, "KEEP_EVERY": 0, "BLOCK_M": bm}
+        for sampler in ("unipc",) if quick else ("ddpm", "unipc"):
+            structure = {k: v for k, v in STRUCTURES[sampler].items() if k != "K"}
+            yield f"step:{sampler}", precision, bm, warps, _sampler_step_kernel, \
+                {**structure, "H": 128, "DOT": dot, "NOISE_GIVEN": False, "BLOCK_M": bm}
         yield "mlp", precision, bm, warps, _mlp_kernel, {"H": 128, "DOT": dot, "BLOCK_M": bm}
     for given in (False,) if quick else (False, True):
         yield "q_sample" + ("+eps" if given else ""), "fp32", 1024, 4, _q_sample_kernel, \

@@ -11,6 +11,7 @@ import time
 import torch
 
 from .backends import get_backend
+from .samplers import make_plan
 from .sampling import sample
 
 
@@ -151,11 +152,14 @@ def priority_cases(ns, backends, precisions) -> list:
 _COLUMNS = (
     ("backend", 12, lambda r: r["backend"]),
     ("prec", 4, lambda r: r["precision"]),
+    ("sampler", 7, lambda r: r.get("sampler", "ddpm")),
+    ("K", 3, lambda r: str(r.get("steps", ""))),
     ("N", 9, lambda r: f"{r['n']:,}"),
     ("median ms", 10, lambda r: f"{r['median_s'] * 1e3:.2f}"),
     ("p20-p80 ms", 19, lambda r: f"{r['p20_s'] * 1e3:.2f}-{r['p80_s'] * 1e3:.2f}"),
     ("first s", 8, lambda r: f"{r['first_call_s']:.2f}"),
     ("Mpt-step/s", 10, lambda r: f"{r['point_steps_per_s'] / 1e6:.2f}"),
+    ("Msample/s", 9, lambda r: f"{r['n'] / r['median_s'] / 1e6:.3f}"),
     ("TFLOP/s", 8, lambda r: f"{r['tflops']:.3f}"),
     ("ceil %", 6, lambda r: f"{100 * r['ceiling_fraction']:.1f}%"),
     ("vs eager", 8, lambda r: f"{r['speedup_vs_eager']:.1f}x" if r.get("speedup_vs_eager") else "-"),
@@ -163,7 +167,7 @@ _COLUMNS = (
 
 
 def _join(cells) -> str:
-    return "  ".join(cell.ljust(width) if k < 2 else cell.rjust(width)
+    return "  ".join(cell.ljust(width) if k < 3 else cell.rjust(width)
                      for k, (cell, (_, width, _)) in enumerate(zip(cells, _COLUMNS))).rstrip()
 
 
@@ -175,9 +179,11 @@ def auto_order_from(result: dict) -> dict:
     """{precision: [backend, ...]} fastest first, by the geometric mean of the median times over
     the N that every ranked backend was timed at; for ``backend='auto'`` (backends/auto_order.json)."""
     orders = {}
-    for precision in sorted({r["precision"] for r in result["rows"]}):
+    first = (result.get("samplers") or [{}])[0]  # ranked on the first sampler benchmarked
+    rows = [r for r in result["rows"] if all(r.get(k) == v for k, v in first.items())]
+    for precision in sorted({r["precision"] for r in rows}):
         times = {}
-        for r in result["rows"]:
+        for r in rows:
             if r["precision"] == precision:
                 times.setdefault(r["backend"], {})[r["n"]] = r["median_s"]
         common = set.intersection(*(set(t) for t in times.values()))
@@ -190,15 +196,15 @@ def auto_order_from(result: dict) -> dict:
 
 def _add_speedups(rows):
     for row in rows:
-        base = next((r for r in rows if r["backend"] == "eager" and r["n"] == row["n"]
-                     and r["precision"] == "fp32"), None)
+        base = next((r for r in rows if r["backend"] == "eager" and r["n"] == row["n"] and r["precision"] == "fp32"
+                     and r.get("sampler") == row.get("sampler") and r.get("steps") == row.get("steps")), None)
         row["speedup_vs_eager"] = base["median_s"] / row["median_s"] if base else None
 
 
 def format_table(result: dict) -> str:
     env = result["environment"]
     lines = [f"device {env['device_name']} | torch {env['torch']} | triton {env['triton']} | "
-             f"T = {result['n_steps']} | ceilings (TFLOP/s): "
+             f"T = {result['n_steps']} | K = sampler steps | ceilings (TFLOP/s): "
              + ", ".join(f"{p} {v:.2f}" for p, v in result["matmul_ceiling_tflops"].items()),
              _join(header for header, _, _ in _COLUMNS)]
     lines += [format_row(r) for r in result["rows"]]
@@ -212,15 +218,16 @@ def format_table(result: dict) -> str:
 def plot_throughput(result: dict, path) -> str:
     from .plotting import plt, _save
     fig, ax = plt.subplots(figsize=(6, 4))
-    keys = sorted({(r["backend"], r["precision"]) for r in result["rows"]})
-    for backend, precision in keys:
-        pts = sorted((r["n"], r["point_steps_per_s"]) for r in result["rows"]
-                     if r["backend"] == backend and r["precision"] == precision)
-        ax.plot(*zip(*pts), marker="o", label=f"{backend} ({precision})")
+    keys = sorted({(r["backend"], r["precision"], r.get("sampler", "ddpm"), r.get("steps", 0)) for r in result["rows"]})
+    for backend, precision, sampler, steps in keys:
+        pts = sorted((r["n"], r["n"] / r["median_s"]) for r in result["rows"]
+                     if (r["backend"], r["precision"], r.get("sampler", "ddpm"), r.get("steps", 0))
+                     == (backend, precision, sampler, steps))
+        ax.plot(*zip(*pts), marker="o", label=f"{backend} ({precision}), {sampler} {steps} steps")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("N (points)")
-    ax.set_ylabel("point-steps per second")
+    ax.set_ylabel("samples per second")
     env = result["environment"]
     ax.set_title(f"sampling throughput, T = {result['n_steps']}: {env['device_name']}, torch {env['torch']}",
                  fontsize=9)

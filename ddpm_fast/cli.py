@@ -254,30 +254,33 @@ def cmd_train(args) -> int:
     return 0
 
 
-def _sample(args, model, schedule, n, trajectory=False):
+def _sample(args, model, schedule, n, trajectory=False, sampler_kwargs=None):
     from .backends import resolve_backend
+    from .samplers import make_plan
     from .sampling import sample
     device = torch.device(args.device)
     backend = resolve_backend(args.backend, device, args.precision).name
+    kwargs = sampler_kwargs if sampler_kwargs is not None else (_sampler_kwargs(args) if hasattr(args, "sampler") else {})
+    plan = make_plan(schedule, final_noise=True, tuned_grids=model.tuned_grids, **kwargs)
     first_call = {"compile": "the first call compiles (minutes on a CPU)", "cudagraph": "the first call captures",
                   "triton-step": "the first call compiles", "triton-fused": "the first call compiles"}
-    _say(args, f"sampling {n} points x {schedule.n_steps} steps with backend {backend!r} ({args.precision}) "
+    _say(args, f"sampling {n} points, {plan.describe()}, with backend {backend!r} ({args.precision}) "
                f"on {device}" + (f"; {first_call[backend]}" if backend in first_call else ""))
     start = time.perf_counter()
     if trajectory:
         from .diffusion import p_sample_loop
         gen = torch.Generator(device).manual_seed(args.seed)
         states = p_sample_loop(model, (n, 2), schedule.n_steps, schedule.betas, schedule.one_minus_alphas_bar_sqrt,
-                               generator=gen, backend=backend, precision=args.precision)
+                               generator=gen, backend=backend, precision=args.precision, **kwargs)
         out = torch.stack([s.detach() for s in states])
     else:
         out = sample(model, n, schedule=schedule, seed=args.seed, backend=backend, precision=args.precision,
-                     device=device, progress=not args.quiet)
+                     device=device, progress=not args.quiet, **kwargs)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - start
     _check_finite(out, f"backend {backend!r}")
-    return out, backend, seconds
+    return out, backend, seconds, plan
 
 
 def cmd_sample(args) -> int:
@@ -287,28 +290,32 @@ def cmd_sample(args) -> int:
     names = [check_output_file(os.path.join(out, name)) for name in ("samples.npy", "samples.csv", "samples.png")]
     _check_disk(out, args.n * (8 + 34) + 200_000, f"writing {args.n} points as .npy and .csv")
     model, schedule, _ = _load(args)
-    points, backend, seconds = _sample(args, model, schedule, args.n)
+    points, backend, seconds, plan = _sample(args, model, schedule, args.n)
     array = points.cpu().numpy()
     with staged_outputs() as staged:  # all three replace the old ones together, or none does
         np.save(staged.path(names[0]), array)
         np.savetxt(staged.path(names[1]), array, delimiter=",", header="x,y", comments="", fmt="%.9g")
         plot_dataset(points, staged.path(names[2]), title=f"{args.n} samples ({backend}, {args.precision})")
-    print(json.dumps({"n": args.n, "backend": backend, "precision": args.precision, "seconds": round(seconds, 3),
-                      "written": names}, indent=2))
+    print(json.dumps({"n": args.n, "backend": backend, "precision": args.precision, "sampler": plan.name,
+                      "steps": plan.steps, "grid": plan.grid, "timesteps": list(plan.timesteps),
+                      "prior_std": plan.prior_std, "seconds": round(seconds, 3), "written": names}, indent=2))
     return 0
 
 
 def _pictures(args, model, schedule, out, data, n_trajectory) -> list[str]:
     """The original's pictures plus the GIF: dataset, q(x_t) grid, reverse trajectory."""
     from .plotting import animate_reverse, plot_dataset, plot_q_grid, plot_trajectory
-    trajectory, _, _ = _sample(args, model, schedule, n_trajectory, trajectory=True)
+    trajectory, _, _, plan = _sample(args, model, schedule, n_trajectory, trajectory=True)
     _say(args, "drawing the pictures")
-    step = max(1, schedule.n_steps // 10)
+    step = max(1, plan.steps // 10)  # at most 10 panels: the states after every step-th step
+    panels = list(range(step, plan.steps + 1, step))[:10]
+    title = "reverse process: from noise $x_T$ to samples $x_0$" + (
+        "" if plan.reference else f" ({plan.name}, {plan.steps} steps)")
     with staged_outputs() as staged:
         plot_dataset(data, staged.path(os.path.join(out, "dataset.png")), title=f"dataset: {args.dataset}")
         plot_q_grid(data, schedule, staged.path(os.path.join(out, "q_grid.png")), seed=args.seed)
-        plot_trajectory(trajectory[step::step][:10], staged.path(os.path.join(out, "reverse_trajectory.png")),
-                        n_steps=schedule.n_steps, every=step)
+        plot_trajectory(trajectory[panels], staged.path(os.path.join(out, "reverse_trajectory.png")),
+                        title=title, timesteps=[plan.timesteps[j - 1] for j in panels])
         animate_reverse(trajectory, staged.path(os.path.join(out, "reverse.gif")))
     return [os.path.join(out, name) for name in PICTURES]
 
@@ -348,15 +355,77 @@ def _median_report(reports: list[dict]) -> dict:
 
 def cmd_evaluate(args) -> int:
     from .metrics import MMD_NOTE, quality_report
+    if args.sweep:
+        return _evaluate_sweep(args)
     model, schedule, _ = _load(args)
     reports, seed = [], args.seed
     for draw in range(args.draws):
         args.seed = seed + draw
-        points, backend, _ = _sample(args, model, schedule, args.n)
+        points, backend, _, plan = _sample(args, model, schedule, args.n)
         _say(args, f"draw {draw + 1}/{args.draws}: scoring against fresh {args.dataset} data")
         reports.append(quality_report(points, args.dataset, seed=draw))
-    print(json.dumps({"backend": backend, "n": args.n, "draws": args.draws, "median": _median_report(reports),
+    print(json.dumps({"backend": backend, "sampler": plan.describe(), "n": args.n, "draws": args.draws,
+                      "median": _median_report(reports),
                       "each": reports, "note": MMD_NOTE}, indent=2, allow_nan=False))
+    return 0
+
+
+def _evaluate_sweep(args) -> int:
+    from .samplers import SAMPLERS
+    from .sweep import format_sweep, plot_sweep, quality_sweep
+    samplers = _names(args.sweep_samplers, SAMPLERS, "samplers")
+    try:
+        steps = [_positive_int(k) for k in args.sweep_steps.split(",")]
+    except argparse.ArgumentTypeError as err:
+        raise ValueError(f"--sweep-steps {args.sweep_steps!r}: {err}") from None
+    for path in (args.json, args.plot):
+        if path is not None:
+            check_output_file(path)
+    if args.plot is not None:
+        _check_picture_format(args.plot)
+    model, schedule, _ = _load(args)
+    rows = []
+
+    def save(row):  # after every row, so a sweep cut short keeps what it measured
+        rows.append(row)
+        _say(args, f"{row['sampler']} {row['steps']} steps: SWD {row['swd'] * 1e3:.2f}e-3 "
+                   f"(floor {row['swd_floor'] * 1e3:.2f}e-3), {row['seconds']:.3f} s")
+        if args.json:
+            with atomic_path(args.json) as temp, open(temp, "w") as f:
+                json.dump({"n": args.n, "draws": args.draws, "backend": args.backend, "device": args.device,
+                           "rows": rows}, f, indent=2)
+
+    quality_sweep(model, schedule, samplers, steps, n=args.n, draws=args.draws, dataset=args.dataset,
+                  backend=args.backend, precision=args.precision, device=args.device, seed=args.seed, on_row=save)
+    print(format_sweep(rows))
+    if args.plot is not None:
+        plot_sweep(rows, args.plot)
+    return 0
+
+
+def cmd_tune_steps(args) -> int:
+    from .checkpoint import add_tuned_grid, pretrained_path
+    from .tuning import tune_grid
+    source = args.checkpoint or pretrained_path()
+    out = args.out or args.checkpoint or os.path.join("runs", "tune-steps", "checkpoint.pt")
+    check_output_dir(os.path.dirname(out) or ".")
+    check_output_file(out)
+    model, schedule, _ = _load(args)
+    _say(args, f"searching the {args.steps} timesteps of {args.sampler} for this model "
+               f"({args.n} points x 2 seeds per evaluation, at most {args.max_evaluations} evaluations)")
+
+    def progress(result):
+        _say(args, f"{result.timesteps}: SWD {result.swd * 1e3:.3f}e-3 after {result.evaluations} evaluations")
+
+    result = tune_grid(model, schedule, args.sampler, args.steps, n=args.n, max_evaluations=args.max_evaluations,
+                       backend=args.backend, on_step=progress)
+    details = {"objective_swd": result.swd, "start": result.start, "start_swd": result.start_swd,
+               "evaluations": result.evaluations, "points_per_seed": args.n,
+               "command": f"ddpm-fast tune-steps --sampler {args.sampler} --steps {args.steps} --n {args.n} "
+                          f"--max-evaluations {args.max_evaluations}"}
+    add_tuned_grid(source, args.sampler, result.timesteps, details, out=out)
+    print(json.dumps({"sampler": args.sampler, "steps": args.steps, "timesteps": result.timesteps,
+                      **details, "written": out}, indent=2))
     return 0
 
 
@@ -371,7 +440,7 @@ def cmd_demo(args) -> int:
     args.backend, args.dataset = resolve_backend("auto", torch.device(args.device), args.precision).name, "s_curve"
     _say(args, "warm-up call (compilation and capture are not timed)")
     _sample(args, model, schedule, args.n)
-    points, backend, seconds = _sample(args, model, schedule, args.n)
+    points, backend, seconds, _ = _sample(args, model, schedule, args.n)
     _say(args, "scoring against fresh data")
     report = quality_report(points, "s_curve", seed=args.seed)
     plot_dataset(points, os.path.join(out, "samples.png"), title=f"{args.n} samples ({backend}, {args.precision})")
@@ -409,6 +478,7 @@ def cmd_bench(args) -> int:
             check_output_file(path)
     if args.plot is not None:
         _check_picture_format(args.plot)
+    samplers = _sampler_specs(args.sampler, args.steps)
     for n in ns:  # the largest N must fit before the sweep starts
         check_fits(n * 2 * 4, torch.device(args.device), f"N = {n} ([N, 2] float32)")
     model, schedule, _ = _load(args)
@@ -425,13 +495,26 @@ def cmd_bench(args) -> int:
     _say(args, f"timing {len(backends)} backend(s) x {len(precisions)} precision(s) x {len(ns)} N "
                f"({args.warmup} warm-up and {args.repeats} timed calls each, after a matmul ceiling)")
     result = run_benchmark(model, schedule, args.device, ns, backends, precisions, repeats=args.repeats,
-                           warmup=args.warmup, on_update=save,
+                           warmup=args.warmup, on_update=save, samplers=samplers,
                            cases=priority_cases(ns, backends, precisions) if args.priority else None)
     save(result)
     print(format_table(result))
     if args.plot is not None and result["rows"]:
         plot_throughput(result, args.plot)
     return 1 if result["failed"] else 0
+
+
+def _sampler_specs(samplers: str, steps: str) -> list[dict]:
+    """--sampler a,b --steps K,L: [{"sampler": a, "steps": K}, ...]; no --steps: the defaults."""
+    from .samplers import SAMPLERS
+    names = _names(samplers, SAMPLERS, "samplers")
+    try:
+        counts = [_positive_int(k) for k in steps.split(",")] if steps else [None] * len(names)
+    except argparse.ArgumentTypeError as err:
+        raise ValueError(f"--steps {steps!r}: {err}") from None
+    if len(counts) != len(names):
+        raise ValueError(f"--steps has {len(counts)} values for {len(names)} samplers: give one per sampler")
+    return [{"sampler": name, "steps": k} for name, k in zip(names, counts)]
 
 
 def _check_picture_format(path: str) -> None:
@@ -486,7 +569,43 @@ def _train_parser(sub) -> None:
     p.set_defaults(func=cmd_train)
 
 
-def _common(p, n_default, backend=True, n_type=_positive_int):
+def _sampler_options(p, many: bool = False) -> None:
+    from .samplers import GRIDS, PRIORS, SAMPLERS
+    if many:
+        p.add_argument("--sampler", default="ddpm",
+                       help=f"comma-separated samplers ({', '.join(SAMPLERS)}); --steps pairs with them")
+        p.add_argument("--steps", default="",
+                       help="comma-separated steps, one per sampler (empty: each sampler's default)")
+    else:
+        p.add_argument("--sampler", default="ddpm", choices=SAMPLERS,
+                       help="ddpm: the original (all T steps); ddim, dpm++2m, unipc: few-step samplers")
+        p.add_argument("--steps", type=_positive_int,
+                       help="sampler steps K (default: T for ddpm, 10 for the others)")
+    p.add_argument("--prior", choices=PRIORS,
+                   help="x_T ~ N(0, I) (unit) or N(0, (1 - abar_T) I) (matched; default for the few-step samplers)")
+    p.add_argument("--eta", type=float, help="ddim only: noise of each step, 0 (deterministic) to 1")
+    p.add_argument("--grid", help=f"timestep grid: {', '.join(GRIDS)}, tuned, or comma-separated timesteps "
+                                  f"(default: the model's tuned grid if it has one, else the sampler's best)")
+
+
+def _grid(text):
+    """--grid: a name, or comma-separated integer timesteps."""
+    if text is None or not any(c.isdigit() for c in text):
+        return text
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"--grid {text!r}: a grid name or comma-separated integer timesteps") from None
+
+
+def _sampler_kwargs(args, sampler=None, steps=None) -> dict:
+    """sample()'s sampler keywords from the command line."""
+    return {"sampler": sampler or args.sampler, "steps": steps if sampler else args.steps, "prior": args.prior,
+            "eta": args.eta, "grid": _grid(args.grid)}
+
+
+def _common(p, n_default, backend=True, n_type=_positive_int, sampler=None):
+    sampler = backend if sampler is None else sampler
     p.add_argument("--checkpoint", help="checkpoint file (default: the bundled S-curve model)")
     p.add_argument("--device", type=_device, default="cuda" if torch.cuda.is_available() else "cpu",
                    help="where to sample: cpu, cuda or cuda:N")
@@ -498,6 +617,8 @@ def _common(p, n_default, backend=True, n_type=_positive_int):
         p.add_argument("--backend", default="auto", choices=backend_names(), help="sampling backend (README)")
         p.add_argument("--precision", default="fp32", choices=PRECISIONS,
                        help="fp32 (float32-level error), tf32 or bf16 (faster on a GPU)")
+    if sampler:
+        _sampler_options(p)
     p.add_argument("--compile-mode", default="default", choices=COMPILE_MODES,
                    help="torch.compile mode of the 'compile' backend")
     p.add_argument("--quiet", action="store_true", help="no progress bars or status lines on stderr")
@@ -534,7 +655,24 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p, 10_000, n_type=_at_least_2)
     p.add_argument("--dataset", default="s_curve", choices=DATASETS, help="the data the model should match")
     p.add_argument("--draws", type=_positive_int, default=3, help="independent draws; the median is reported")
+    p.add_argument("--sweep", action="store_true",
+                   help="quality (SWD) and wall time vs number of steps for several samplers, as a table")
+    p.add_argument("--sweep-samplers", default="ddpm,ddim,dpm++2m,unipc", help="--sweep: comma-separated samplers")
+    p.add_argument("--sweep-steps", default="5,10,20,50,100", help="--sweep: comma-separated numbers of steps")
+    p.add_argument("--json", help="--sweep: write the rows as JSON here (rewritten after every row)")
+    p.add_argument("--plot", help="--sweep: write the quality and time vs steps picture here (PNG)")
     p.set_defaults(func=cmd_evaluate)
+
+    p = command("tune-steps", "search a few-step sampler's integer timesteps for a model; save them with it")
+    _common(p, 20_000, sampler=False)
+    p.add_argument("--sampler", default="dpm++2m", choices=("ddim", "dpm++2m", "unipc", "ddpm"),
+                   help="the sampler whose grid is searched")
+    p.add_argument("--steps", type=_positive_int, default=5, help="sampler steps K")
+    p.add_argument("--max-evaluations", type=_positive_int, default=300,
+                   help="sampling runs at most (each: --n points x 2 seeds, scored by SWD)")
+    p.add_argument("--out", help="checkpoint to write with the grid in its metadata (default: --checkpoint "
+                                 "itself; for the bundled model runs/tune-steps/checkpoint.pt)")
+    p.set_defaults(func=cmd_tune_steps)
 
     p = command("bench", "throughput of the backends: median, p20/p80, TFLOP/s, ceiling")
     _common(p, None, backend=False)
@@ -545,6 +683,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=_non_negative_int, default=2, help="untimed calls after the first")
     p.add_argument("--json", help="write the results as JSON here (rewritten after every case)")
     p.add_argument("--plot", help="write the log-log throughput plot here (PNG)")
+    p.add_argument("--sampler", default="ddpm",
+                   help="comma-separated samplers (ddpm, ddim, dpm++2m, unipc), each a sweep of its own")
+    p.add_argument("--steps", default="", help="comma-separated steps, one per sampler (empty: their defaults)")
     p.add_argument("--priority", action="store_true",
                    help="most important rows first (eager fp32, then cudagraph/triton-fused in tf32, bf16, fp32)")
     p.set_defaults(func=cmd_bench)

@@ -57,16 +57,24 @@ def rbf_mmd(a: torch.Tensor, b: torch.Tensor, bandwidth: float = 0.02, max_point
     return float(mean_kernel(a, a, True) + mean_kernel(b, b, True) - 2 * mean_kernel(a, b, False))
 
 
+def _fresh_data(dataset: str, n: int, seed: int):
+    """The two draws every report compares with: fresh data, and another draw for the floor."""
+    from .data import make_dataset
+    return make_dataset(dataset, n, seed=10_000 + seed), make_dataset(dataset, n, seed=20_000 + seed)
+
+
+def swd_report(samples: torch.Tensor, dataset: str = "s_curve", seed: int = 0) -> dict:
+    """SWD of ``samples`` to fresh data beside the data-vs-data floor (quality_report's, without MMD)."""
+    fresh, other = _fresh_data(dataset, samples.shape[0], seed)
+    return {"n": samples.shape[0], "swd": sliced_wasserstein(samples, fresh, seed=seed),
+            "swd_floor": sliced_wasserstein(other, fresh, seed=seed)}
+
+
 def quality_report(samples: torch.Tensor, dataset: str = "s_curve", seed: int = 0) -> dict:
     """SWD and MMD of ``samples`` to a fresh draw of the data, beside the data-vs-data floor."""
-    from .data import make_dataset
-    n = samples.shape[0]
-    fresh = make_dataset(dataset, n, seed=10_000 + seed)
-    other = make_dataset(dataset, n, seed=20_000 + seed)
+    fresh, other = _fresh_data(dataset, samples.shape[0], seed)
     return {
-        "n": n,
-        "swd": sliced_wasserstein(samples, fresh, seed=seed),
-        "swd_floor": sliced_wasserstein(other, fresh, seed=seed),
+        **swd_report(samples, dataset, seed),
         "mmd": rbf_mmd(samples, fresh, seed=seed),
         "mmd_floor": rbf_mmd(other, fresh, seed=seed),
         "mmd_biased": rbf_mmd(samples, fresh, seed=seed, biased=True),

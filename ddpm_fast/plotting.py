@@ -65,14 +65,16 @@ def plot_q_grid(points: torch.Tensor, schedule: Schedule, path, seed: int = 0):
 
 
 def plot_trajectory(states: torch.Tensor, path, n_steps: int = 100, every: int = 10,
-                    title: str = "reverse process: from noise $x_T$ to samples $x_0$"):
+                    title: str = "reverse process: from noise $x_T$ to samples $x_0$", timesteps=None):
     """Panels of reverse-process states [K, N, 2]: x_seq[every], x_seq[2 every], ..., the states
-    after every-th, 2 every-th, ... steps of the T = ``n_steps`` step loop, titled by their t."""
+    after every-th, 2 every-th, ... steps of the T = ``n_steps`` step loop, titled by their t;
+    ``timesteps``: each panel's t instead (a few-step sampler's grid)."""
     if states.shape[0] == 0 or states.shape[1] == 0:
         raise ValueError("no states to plot")
     fig, axs = plt.subplots(1, states.shape[0], figsize=(2.8 * states.shape[0], 3), squeeze=False)
     for k, (ax, state) in enumerate(zip(axs[0], states)):
-        t = n_steps - every * (k + 1)  # x_seq[j] is x_{T-j}
+        # x_seq[j] is x_{T-j}: the state after the step at t is labelled t, as the original
+        t = timesteps[k] if timesteps is not None else n_steps - every * (k + 1)
         _scatter(ax, state, f"$x_{{{t}}}$, t = {t}")
     fig.suptitle(title, y=1.04)
     return _save(fig, path)

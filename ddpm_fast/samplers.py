@@ -129,13 +129,14 @@ def _nearest_timesteps(values: np.ndarray, table: np.ndarray) -> np.ndarray:
     return np.round(t).astype(np.int64)
 
 
-def timestep_grid(alphas_bar: np.ndarray, steps: int, grid) -> tuple:
+def timestep_grid(alphas_bar: np.ndarray, steps: int, grid, unique: bool = True) -> tuple:
     """K integer timesteps, strictly decreasing in [0, T).
 
     ``grid``: "trailing" (T-1 down by T/K: diffusers' trailing), "leading" (multiples of
     T//K, from 0 up), "linspace" (T-1 to 0 evenly, rounded), "karras" (Karras et al. 2022's
     rho = 7 spacing of sigma = sqrt((1 - abar) / abar)), "lu" (even in log-SNR, Lu et al.
-    2022), or an explicit sequence of ints.
+    2022), or an explicit sequence of ints. A grid whose rounding repeats a timestep is an
+    error (``unique=False``: returned as is).
     """
     n = len(alphas_bar)
     if not isinstance(grid, str):
@@ -159,7 +160,7 @@ def timestep_grid(alphas_bar: np.ndarray, steps: int, grid) -> tuple:
     else:
         raise ValueError(f"unknown grid {grid!r}; known grids: {', '.join(GRIDS)}, 'tuned', or a list of ints")
     t = tuple(int(v) for v in t)
-    if len(set(t)) != len(t):
+    if unique and len(set(t)) != len(t):
         raise ValueError(f"grid {grid!r} with {steps} steps repeats timesteps {t} at T = {n}; ask for "
                          f"fewer steps or use grid='trailing'")
     return t
@@ -356,6 +357,8 @@ def make_plan(schedule, sampler: str = "ddpm", steps: int | None = None, *, grid
             if grid_name not in GRIDS:
                 raise ValueError(f"unknown grid {grid_name!r}; known grids: {', '.join(GRIDS)}, 'tuned', "
                                  f"or a list of ints")
+            if grid is None and len(set(timestep_grid(alphas_bar, steps, grid_name, unique=False))) < steps:
+                grid_name = "trailing"  # the default grid bunches up near t = 0 at many steps: an even one
             timesteps = timestep_grid(alphas_bar, steps, grid_name)
     prior = prior or ("unit" if sampler == "ddpm" else "matched")
     if prior not in PRIORS:

@@ -26,7 +26,8 @@ def test_kernels_compile_for_sm90_within_budgets():
     print(done.stdout)
     assert done.returncode == 0, done.stdout + done.stderr[-3000:]
     lines = [line for line in done.stdout.splitlines() if line.split(" ")[0] in
-             ("sampler", "sampler+noise+traj", "p_sample", "mlp", "q_sample")]
-    assert len(lines) == 4 * 3 + 1  # 2 sampler variants, p_sample and mlp in fp32, tf32, bf16; q_sample
+             ("sampler+noise+traj", "sampler:unipc", "step:unipc", "mlp", "q_sample")]
+    # the ddpm and UniPC fused samplers, the UniPC step and the MLP in fp32, tf32 and bf16; q_sample
+    assert len(lines) == 4 * 3 + 1
     assert all(" regs " in line and "FAILED" not in line for line in lines)
     assert all("wgmma" in line for line in lines if not line.startswith("q_sample"))  # tensor cores in every precision
