@@ -41,7 +41,7 @@ if [ $dry = 1 ]; then
   export DDPM_FAST_DEVICE=cpu TRITON_INTERPRET=1
   step 120 measure python3 benchmarks/gpu_measure.py "$out" --dry-run || failed=1
   step 120 bench python3 -m ddpm_fast bench --device cpu --n 64,256 --backends eager,compile,cudagraph,triton-step,triton-fused \
-    --precisions fp32,bf16 --repeats 2 --warmup 0 --priority --json "$out/bench.json" --plot "$out/bench.png" || failed=1
+    --precisions fp32,bf16 --sampler ddpm,dpm++2m --steps 100,10 --repeats 2 --warmup 0 --priority --json "$out/bench.json" --plot "$out/bench.png" || failed=1
   step 120 tests python3 -m pytest tests/test_gpu.py tests/test_errors.py -q -p no:cacheprovider -o timeout=60 \
     -rfE --durations=10 --junitxml="$out/tests.xml" || failed=1
 else
@@ -49,11 +49,14 @@ else
   nvidia-smi >>"$log" 2>&1
   step 170 measure python3 benchmarks/gpu_measure.py "$out"
   # The benchmark, most important first (--priority): N = 1e4 and 1e6, eager fp32, then
-  # cudagraph and triton-fused in tf32 and bf16, then the rest.
+  # cudagraph and triton-fused in tf32 and bf16, then the rest; each case for the 100-step
+  # ddpm and the 10-step DPM-Solver++(2M) side by side (samples/s compares them).
   step 150 bench python3 -m ddpm_fast bench --device cuda --n 10000,1000000,1000 \
     --backends eager,compile,cudagraph,triton-step,triton-fused --precisions fp32,tf32,bf16 \
+    --sampler ddpm,dpm++2m --steps 100,10 \
     --repeats 10 --priority --json "$out/bench.json" --plot "$out/bench.png"
   step 130 tests python3 -m pytest tests/kernels tests/test_backends.py tests/test_gpu.py tests/test_errors.py \
+    tests/test_samplers.py \
     -q -p no:cacheprovider -o timeout=60 -rfE --durations=15 --junitxml="$out/tests.xml" \
     --deselect tests/kernels/test_compile.py::test_kernels_compile_for_sm90_within_budgets
 fi

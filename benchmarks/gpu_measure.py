@@ -144,12 +144,41 @@ def parity_and_timing(report, device, n, repeats):
             report.put(key, item)
 
 
+def sampler_parity(report, device, n, repeats):
+    """The 10-step DPM-Solver++(2M) and UniPC on the fast backends: error against their float64
+    reference and time, beside the 100-step ddpm rows above (a compile or capture per structure)."""
+    from helpers import reference_plan_f64
+    model, sched = D.load_pretrained(device)
+    gen = torch.Generator("cpu").manual_seed(4321)
+    for sampler in ("dpm++2m", "unipc"):
+        plan = make_plan(sched, sampler, 10)
+        x_T = (torch.randn(n, 2, generator=gen) * plan.prior_std).to(device)
+        exact = reference_plan_f64(model, sched, x_T, None, sampler=sampler, steps=10)[-1]
+        for precision in ("fp32", "bf16"):
+            for backend in ("triton-fused", "cudagraph", "triton-step"):
+                key = f"parity {sampler} 10 steps {backend} {precision} N={n}"
+                reason = get_backend(backend).cannot_run(device, precision)
+                if reason is not None:
+                    report.put(key, {"skipped": reason})
+                    continue
+                call = lambda: D.sample(model, n, schedule=sched, x_T=x_T, sampler=sampler, steps=10,  # noqa: E731
+                                        backend=backend, precision=precision)
+                try:
+                    out = call()
+                    diff = out.double().cpu() - exact
+                    item = {"max_abs_error": diff.abs().max().item(), "finite": bool(torch.isfinite(out).all())}
+                    item["wall_s"], item["device_s"] = _times(call, device, repeats)
+                except Exception as err:  # recorded; the check goes on
+                    item = {"error": f"{type(err).__name__}: {err}"[:800]}
+                report.put(key, item)
+
+
 def triton_kernel_stats():
     """Registers, spills and shared memory of every compiled Triton kernel of the package."""
     import importlib
     stats = []
-    for module, name in (("sampler", "_sampler_kernel"), ("p_sample", "_p_sample_kernel"), ("mlp", "_mlp_kernel"),
-                         ("q_sample", "_q_sample_kernel")):
+    for module, name in (("sampler", "_sampler_kernel"), ("sampler_step", "_sampler_step_kernel"),
+                         ("mlp", "_mlp_kernel"), ("q_sample", "_q_sample_kernel")):
         fn = getattr(importlib.import_module(f"ddpm_fast.kernels.{module}"), name)
         for entry in getattr(fn, "device_caches", {}).values():
             for compiled in entry[0].values():
@@ -197,6 +226,7 @@ def main(out_dir):
     report.put("environment", gpu_environment(device))
     compile_times(report, device)  # first: the Triton cache is still cold
     parity_and_timing(report, device, n=64 if DRY_RUN else 4096, repeats=2 if DRY_RUN else 10)
+    sampler_parity(report, device, n=64 if DRY_RUN else 4096, repeats=2 if DRY_RUN else 10)
     report.put("triton kernels", triton_kernel_stats() or "none compiled (interpreter)")
     return 0
 

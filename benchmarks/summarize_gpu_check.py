@@ -21,8 +21,9 @@ def load(path):
     return json.load(open(path)) if os.path.exists(path) else None
 
 
-def median(rows, backend, n, precision):
-    row = next((r for r in rows if (r["backend"], r["n"], r["precision"]) == (backend, n, precision)), None)
+def median(rows, backend, n, precision, sampler="ddpm"):
+    row = next((r for r in rows if (r["backend"], r["n"], r["precision"], r.get("sampler", "ddpm"))
+                == (backend, n, precision, sampler)), None)
     return row["median_s"] if row else None
 
 
@@ -38,8 +39,12 @@ def targets(bench):
     fused = median(rows, "triton-fused", 10_000, "fp32")
     out["cudagraph vs eager, N=1e4 fp32 (goal 3x)"] = eager / graph if eager and graph else None
     out["triton-fused vs cudagraph, N=1e4 fp32 (goal 3x)"] = graph / fused if graph and fused else None
+    for precision in ("fp32", "bf16"):
+        ddpm, dpm = (median(rows, "triton-fused", 1_000_000, precision, s) for s in ("ddpm", "dpm++2m"))
+        out[f"triton-fused {precision} N=1e6: samples/s of 10-step dpm++2m over 100-step ddpm"] = \
+            ddpm / dpm if ddpm and dpm else None
     for r in rows:
-        if r["backend"] == "triton-fused" and r["n"] == 1_000_000:
+        if r["backend"] == "triton-fused" and r["n"] == 1_000_000 and r.get("sampler", "ddpm") == "ddpm":
             out[f"triton-fused {r['precision']} N=1e6 fraction of matmul ceiling (goal 0.5)"] = r["ceiling_fraction"]
     return out
 

@@ -83,45 +83,53 @@ def environment(device: torch.device) -> dict:
 
 
 def run_benchmark(model, schedule, device, ns, backends, precisions=("fp32",), repeats: int = 10,
-                  warmup: int = 2, seed: int = 0, on_update=None, cases=None) -> dict:
-    """Time ``sample`` for every N x precision x backend that can run here (or for ``cases``,
-    a list of (N, precision, backend) in the order to run them: most important first).
-
-    What cannot run is skipped with the reason; a combination that raises is recorded with
-    its error under ``failed`` and the sweep goes on. ``on_update(result)`` is called after
-    each combination, so a caller can save partial results of a long sweep.
+                  warmup: int = 2, seed: int = 0, on_update=None, cases=None, samplers=None) -> dict:
+    """Time ``sample`` for every N x precision x backend x sampler that can run here (or for
+    ``cases``, a list of (N, precision, backend) in the order to run them: most important
+    first; each for every sampler). ``samplers``: a list of ``{"sampler": name, "steps": K}``
+    (default: the original 100-step ddpm). What cannot run is skipped with the reason; a
+    combination that raises is recorded with its error under ``failed`` and the sweep goes on.
+    ``on_update(result)`` is called after each combination, so a caller can save partial
+    results of a long sweep.
     """
     device = torch.device(device)
     hidden = model.linears[0].out_features if hasattr(model, "linears") else 128
-    flops_per_point = flops_per_point_step(hidden) * schedule.n_steps
-    result = {"environment": environment(device), "n_steps": schedule.n_steps,
+    samplers = [{"sampler": s["sampler"], "steps": make_plan(schedule, s["sampler"], s.get("steps"),
+                                                             tuned_grids=getattr(model, "tuned_grids", None)).steps}
+                for s in (samplers or [{"sampler": "ddpm", "steps": None}])]
+    result = {"environment": environment(device), "n_steps": schedule.n_steps, "samplers": samplers,
               "flops_per_point_step": flops_per_point_step(hidden),
               "matmul_ceiling_tflops": {p: matmul_ceiling(device, p) for p in precisions
                                         if p != "tf32" or device.type == "cuda"},
               "rows": [], "skipped": [], "failed": []}
     if cases is None:
         cases = [(n, precision, name) for n in ns for precision in precisions for name in backends]
-    for n, precision, name in cases:
-        case = {"backend": name, "n": n, "precision": precision}
-        reason = _cannot_run(name, device, precision, result["matmul_ceiling_tflops"])
-        if reason:
-            result["skipped"].append({**case, "reason": reason})
-        else:
-            call = lambda: sample(model, n, schedule=schedule, seed=seed, backend=name,  # noqa: E731
-                                  precision=precision, device=device, chunk_size=None)
-            try:
-                stats = time_call(call, device, repeats, warmup)
-            except Exception as err:  # recorded and reported, never counted as a result
-                result["failed"].append({**case, "error": f"{type(err).__name__}: {err}"[:500]})
-            else:
-                tflops = flops_per_point * n / stats["median_s"] / 1e12
-                result["rows"].append({**case, **stats, "point_steps_per_s": n * schedule.n_steps / stats["median_s"],
-                                       "tflops": tflops,
-                                       "ceiling_fraction": tflops / result["matmul_ceiling_tflops"][precision]})
-                _add_speedups(result["rows"])
-        if on_update:
-            on_update(result)
+    for n, precision, name in cases:  # each case for every sampler in turn: side by side in a cut sweep
+        for spec in samplers:
+            _run_case(result, model, schedule, device, spec, n, precision, name, seed, repeats, warmup)
+            if on_update:
+                on_update(result)
     return result
+
+
+def _run_case(result, model, schedule, device, spec, n, precision, name, seed, repeats, warmup):
+    case = {"backend": name, "n": n, "precision": precision, **spec}
+    reason = _cannot_run(name, device, precision, result["matmul_ceiling_tflops"])
+    if reason:
+        result["skipped"].append({**case, "reason": reason})
+        return
+    call = lambda: sample(model, n, schedule=schedule, seed=seed, backend=name,  # noqa: E731
+                          precision=precision, device=device, chunk_size=None, **spec)
+    try:
+        stats = time_call(call, device, repeats, warmup)
+    except Exception as err:  # recorded and reported, never counted as a result
+        result["failed"].append({**case, "error": f"{type(err).__name__}: {err}"[:500]})
+        return
+    tflops = result["flops_per_point_step"] * spec["steps"] * n / stats["median_s"] / 1e12
+    result["rows"].append({**case, **stats, "point_steps_per_s": n * spec["steps"] / stats["median_s"],
+                           "samples_per_s": n / stats["median_s"], "tflops": tflops,
+                           "ceiling_fraction": tflops / result["matmul_ceiling_tflops"][precision]})
+    _add_speedups(result["rows"])
 
 
 def _cannot_run(name, device, precision, ceilings):
@@ -209,9 +217,9 @@ def format_table(result: dict) -> str:
              _join(header for header, _, _ in _COLUMNS)]
     lines += [format_row(r) for r in result["rows"]]
     for s in result["skipped"]:
-        lines.append(f"skipped {s['backend']} {s['precision']} N={s['n']}: {s['reason']}")
+        lines.append(f"skipped {s['backend']} {s['precision']} {s.get('sampler', 'ddpm')} N={s['n']}: {s['reason']}")
     for f in result["failed"]:
-        lines.append(f"FAILED {f['backend']} {f['precision']} N={f['n']}: {f['error']}")
+        lines.append(f"FAILED {f['backend']} {f['precision']} {f.get('sampler', 'ddpm')} N={f['n']}: {f['error']}")
     return "\n".join(lines)
 
 

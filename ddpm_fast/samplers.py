@@ -93,8 +93,9 @@ class SamplerPlan:
         return self._device_tables[key]
 
     def describe(self) -> str:
-        extra = f", grid {self.grid}" if self.grid else ""
-        return f"{self.name}, {self.steps} steps{extra}, prior std {self.prior_std:.4g}"
+        if self.reference:
+            return f"{self.name}, {self.steps} steps (the original sampler)"
+        return f"{self.name}, {self.steps} steps, grid {self.grid}, prior std {self.prior_std:.4g}"
 
 
 def schedule_tables(schedule, one_minus_alphas_bar_sqrt: torch.Tensor | None = None):

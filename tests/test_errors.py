@@ -44,7 +44,7 @@ def test_model_schedule_step_mismatch(setup):
 
 def test_injected_noise_shapes(setup):
     model, sched = setup
-    with pytest.raises(ValueError, match=r"noise must have shape \[T, N, 2\] = \[100, 4, 2\]"):
+    with pytest.raises(ValueError, match=r"noise must have shape \[steps, N, 2\] = \[100, 4, 2\]"):
         D.sample(model, 4, noise=torch.randn(99, 4, 2), backend="eager")
     with pytest.raises(ValueError, match=r"x_T must have shape \[4, 2\]"):
         D.sample(model, 4, x_T=torch.randn(5, 2), backend="eager")

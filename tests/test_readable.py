@@ -91,7 +91,7 @@ def test_every_option_is_explained_with_its_default(command, capsys):
 def test_long_steps_say_what_they_do(tmp_path, capsys):
     assert main(["demo", "--n", "200", "--device", "cpu", "--out", str(tmp_path)]) == 0
     err = capsys.readouterr().err
-    for words in ("warm-up call", "sampling 200 points x 100 steps with backend 'eager'", "scoring",
+    for words in ("warm-up call", "sampling 200 points, ddpm, 100 steps (the original sampler), with backend 'eager'", "scoring",
                   "drawing the pictures"):
         assert words in err, words
     assert main(["evaluate", "--n", "100", "--draws", "2", "--device", "cpu"]) == 0
