@@ -14,7 +14,8 @@ setup(
     install_requires=["torch>=2.4", "numpy", "scikit-learn", "matplotlib", "tqdm"],
     extras_require={
         "triton": ["triton>=3.2"],
-        "test": ["pytest", "pytest-benchmark", "pytest-timeout", "hypothesis"],
+        # diffusers: the samplers' parity tests against its schedulers (skipped without it)
+        "test": ["pytest", "pytest-benchmark", "pytest-timeout", "hypothesis", "diffusers"],
     },
     entry_points={"console_scripts": ["ddpm-fast=ddpm_fast.cli:main"]},
 )

@@ -164,9 +164,15 @@ def sampler_parity(report, device, n, repeats):
                 call = lambda: D.sample(model, n, schedule=sched, x_T=x_T, sampler=sampler, steps=10,  # noqa: E731
                                         backend=backend, precision=precision)
                 try:
+                    _sync(device)
+                    begin = time.perf_counter()
                     out = call()
+                    _sync(device)
+                    first = time.perf_counter() - begin
                     diff = out.double().cpu() - exact
-                    item = {"max_abs_error": diff.abs().max().item(), "finite": bool(torch.isfinite(out).all())}
+                    item = {"first_call_s": first, "max_abs_error": diff.abs().max().item(),
+                            "rel_norm_error": (diff.norm() / exact.norm()).item(),
+                            "finite": bool(torch.isfinite(out).all())}
                     item["wall_s"], item["device_s"] = _times(call, device, repeats)
                 except Exception as err:  # recorded; the check goes on
                     item = {"error": f"{type(err).__name__}: {err}"[:800]}

@@ -534,7 +534,8 @@ def cmd_profile(args) -> int:
     model, schedule, _ = _load(args)
     _say(args, f"profiling backend {args.backend!r} at N = {args.n} (after one warm-up call)")
     table, trace = profile_sampler(model, schedule, args.backend, args.n, args.device, args.precision,
-                                   os.path.join(out, f"trace_{args.backend}.json"), rows=args.top)
+                                   os.path.join(out, f"trace_{args.backend}.json"), rows=args.top,
+                                   **_sampler_kwargs(args))
     print(table)
     print(f"Chrome trace: {trace}")
     return 0

@@ -10,8 +10,9 @@ from .sampling import sample
 
 
 def profile_sampler(model, schedule, backend: str, n: int, device, precision: str, trace_path: str,
-                    rows: int = 15):
+                    rows: int = 15, **sampler):
     """Profile one ``sample`` call after a warm-up call; returns (table, trace_path).
+    ``sampler``: sample()'s sampler keywords (sampler, steps, prior, eta, grid).
 
     On CUDA one more call runs for Nsight Systems (``nsys profile ddpm-fast profile ...``):
     an NVTX range around the call, one per step in the host-side loops (``compile``,
@@ -19,7 +20,7 @@ def profile_sampler(model, schedule, backend: str, n: int, device, precision: st
     """
     device = torch.device(device)
     call = lambda: sample(model, n, schedule=schedule, seed=0, backend=backend,  # noqa: E731
-                          precision=precision, device=device)
+                          precision=precision, device=device, **sampler)
     call()  # compilation, capture and packing stay out of the profile
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     with profile(activities=activities) as prof:
