@@ -111,6 +111,20 @@ def _kernel_only(backend, model, sched, x_T, noise, precision, final_noise=True)
     return steps
 
 
+def _error_and_time(call, exact, device, repeats) -> dict:
+    """The first call's time and its error against ``exact`` (float64), then wall and device time."""
+    _sync(device)
+    begin = time.perf_counter()
+    out = call()
+    _sync(device)
+    first = time.perf_counter() - begin
+    diff = out.double().cpu() - exact
+    item = {"first_call_s": first, "max_abs_error": diff.abs().max().item(),
+            "rel_norm_error": (diff.norm() / exact.norm()).item(), "finite": bool(torch.isfinite(out).all())}
+    item["wall_s"], item["device_s"] = _times(call, device, repeats)
+    return item
+
+
 def parity_and_timing(report, device, n, repeats):
     model, sched = D.load_pretrained(device)
     gen = torch.Generator("cpu").manual_seed(1234)
@@ -126,16 +140,7 @@ def parity_and_timing(report, device, n, repeats):
             call = lambda: D.sample(model, n, schedule=sched, x_T=x_T, noise=noise, backend=backend,  # noqa: E731
                                     precision=precision)
             try:
-                _sync(device)
-                begin = time.perf_counter()
-                out = call()
-                _sync(device)
-                first = time.perf_counter() - begin
-                diff = out.double().cpu() - exact
-                item = {"first_call_s": first, "max_abs_error": diff.abs().max().item(),
-                        "rel_norm_error": (diff.norm() / exact.norm()).item(),
-                        "finite": bool(torch.isfinite(out).all())}
-                item["wall_s"], item["device_s"] = _times(call, device, repeats)
+                item = _error_and_time(call, exact, device, repeats)
                 if backend.startswith("triton"):
                     launch = _kernel_only(backend, model, sched, x_T, noise, precision)
                     item["kernel_wall_s"], item["kernel_device_s"] = _times(launch, device, repeats)
@@ -164,16 +169,7 @@ def sampler_parity(report, device, n, repeats):
                 call = lambda: D.sample(model, n, schedule=sched, x_T=x_T, sampler=sampler, steps=10,  # noqa: E731
                                         backend=backend, precision=precision)
                 try:
-                    _sync(device)
-                    begin = time.perf_counter()
-                    out = call()
-                    _sync(device)
-                    first = time.perf_counter() - begin
-                    diff = out.double().cpu() - exact
-                    item = {"first_call_s": first, "max_abs_error": diff.abs().max().item(),
-                            "rel_norm_error": (diff.norm() / exact.norm()).item(),
-                            "finite": bool(torch.isfinite(out).all())}
-                    item["wall_s"], item["device_s"] = _times(call, device, repeats)
+                    item = _error_and_time(call, exact, device, repeats)
                 except Exception as err:  # recorded; the check goes on
                     item = {"error": f"{type(err).__name__}: {err}"[:800]}
                 report.put(key, item)

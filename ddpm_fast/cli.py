@@ -374,15 +374,8 @@ def _evaluate_sweep(args) -> int:
     from .samplers import SAMPLERS
     from .sweep import format_sweep, plot_sweep, quality_sweep
     samplers = _names(args.sweep_samplers, SAMPLERS, "samplers")
-    try:
-        steps = [_positive_int(k) for k in args.sweep_steps.split(",")]
-    except argparse.ArgumentTypeError as err:
-        raise ValueError(f"--sweep-steps {args.sweep_steps!r}: {err}") from None
-    for path in (args.json, args.plot):
-        if path is not None:
-            check_output_file(path)
-    if args.plot is not None:
-        _check_picture_format(args.plot)
+    steps = _int_list(args.sweep_steps, "--sweep-steps")
+    _check_json_and_plot(args)
     model, schedule, _ = _load(args)
     rows = []
 
@@ -469,15 +462,8 @@ def cmd_bench(args) -> int:
     known = [b for b in backend_names() if b != "auto"]
     backends = _names(args.backends, known, "backends") if args.backends else known
     precisions = _names(args.precisions, PRECISIONS, "precisions")
-    try:
-        ns = [_positive_int(n) for n in args.n.split(",")]
-    except argparse.ArgumentTypeError as err:
-        raise ValueError(f"--n {args.n!r}: {err}") from None
-    for path in (args.json, args.plot):
-        if path is not None:
-            check_output_file(path)
-    if args.plot is not None:
-        _check_picture_format(args.plot)
+    ns = _int_list(args.n, "--n")
+    _check_json_and_plot(args)
     samplers = _sampler_specs(args.sampler, args.steps)
     for n in ns:  # the largest N must fit before the sweep starts
         check_fits(n * 2 * 4, torch.device(args.device), f"N = {n} ([N, 2] float32)")
@@ -508,13 +494,27 @@ def _sampler_specs(samplers: str, steps: str) -> list[dict]:
     """--sampler a,b --steps K,L: [{"sampler": a, "steps": K}, ...]; no --steps: the defaults."""
     from .samplers import SAMPLERS
     names = _names(samplers, SAMPLERS, "samplers")
-    try:
-        counts = [_positive_int(k) for k in steps.split(",")] if steps else [None] * len(names)
-    except argparse.ArgumentTypeError as err:
-        raise ValueError(f"--steps {steps!r}: {err}") from None
+    counts = _int_list(steps, "--steps") if steps else [None] * len(names)
     if len(counts) != len(names):
         raise ValueError(f"--steps has {len(counts)} values for {len(names)} samplers: give one per sampler")
     return [{"sampler": name, "steps": k} for name, k in zip(names, counts)]
+
+
+def _int_list(text: str, flag: str) -> list[int]:
+    """Comma-separated counts >= 1 (1e6 style accepted), or an error naming the flag."""
+    try:
+        return [_positive_int(k) for k in text.split(",")]
+    except argparse.ArgumentTypeError as err:
+        raise ValueError(f"{flag} {text!r}: {err}") from None
+
+
+def _check_json_and_plot(args) -> None:
+    """--json and --plot are writable file names, the picture of a known format, before any work."""
+    for path in (args.json, args.plot):
+        if path is not None:
+            check_output_file(path)
+    if args.plot is not None:
+        _check_picture_format(args.plot)
 
 
 def _check_picture_format(path: str) -> None:

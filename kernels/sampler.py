@@ -54,10 +54,15 @@ def _sampler_kernel(x_ptr,  # [N, 2] float32, x_T
         if NOISY:
             z0, z1 = _step_noise(noise_ptr, i, N, rows, mask, seed, t, row_offset, NOISE_GIVEN)
         coef = coef_ptr + i * N_COLS
-        x0, s0, m0_0 = _solver_update(x0, eps0, s0, m1_0, m2_0, z0, coef, HISTORY, CORRECTOR, NOISY)
-        x1, s1, m0_1 = _solver_update(x1, eps1, s1, m1_1, m2_1, z1, coef, HISTORY, CORRECTOR, NOISY)
-        m2_0, m2_1 = m1_0, m1_1
-        m1_0, m1_1 = m0_0, m0_1
+        x0, c0, m0_0 = _solver_update(x0, eps0, s0, m1_0, m2_0, z0, coef, HISTORY, CORRECTOR, NOISY)
+        x1, c1, m0_1 = _solver_update(x1, eps1, s1, m1_1, m2_1, z1, coef, HISTORY, CORRECTOR, NOISY)
+        # Only the registers the plan reads are updated; the others stay the loop's invariant zeros.
+        if CORRECTOR:
+            s0, s1 = c0, c1
+        if HISTORY >= 2:
+            m2_0, m2_1 = m1_0, m1_1
+        if HISTORY >= 1:
+            m1_0, m1_1 = m0_0, m0_1
         if KEEP_EVERY > 0:
             if (i + 1) % KEEP_EVERY == 0:
                 state = traj_ptr + (tl.cast((i + 1) // KEEP_EVERY, tl.int64) * N + rows) * 2  # int64
