@@ -254,6 +254,19 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _plan_fields(plan, args) -> dict:
+    """What reproduces a run's sampler: its name, steps, grid and timesteps, prior and eta."""
+    return {"sampler": plan.name, "steps": plan.steps, "grid": plan.grid, "timesteps": list(plan.timesteps),
+            "prior": args.prior or ("unit" if plan.name == "ddpm" else "matched"), "prior_std": plan.prior_std,
+            "eta": args.eta}
+
+
+def _check_sampler(args, model, schedule) -> None:
+    """The sampler flags make a plan for this model: checked before any long step starts."""
+    from .samplers import make_plan
+    make_plan(schedule, tuned_grids=model.tuned_grids, **_sampler_kwargs(args))
+
+
 def _sample(args, model, schedule, n, trajectory=False, sampler_kwargs=None):
     from .backends import resolve_backend
     from .samplers import make_plan
@@ -295,10 +308,10 @@ def cmd_sample(args) -> int:
     with staged_outputs() as staged:  # all three replace the old ones together, or none does
         np.save(staged.path(names[0]), array)
         np.savetxt(staged.path(names[1]), array, delimiter=",", header="x,y", comments="", fmt="%.9g")
-        plot_dataset(points, staged.path(names[2]), title=f"{args.n} samples ({backend}, {args.precision})")
-    print(json.dumps({"n": args.n, "backend": backend, "precision": args.precision, "sampler": plan.name,
-                      "steps": plan.steps, "grid": plan.grid, "timesteps": list(plan.timesteps),
-                      "prior_std": plan.prior_std, "seconds": round(seconds, 3), "written": names}, indent=2))
+        plot_dataset(points, staged.path(names[2]), title=f"{args.n} samples ({backend}, {args.precision}"
+                     + (")" if plan.reference else f"; {plan.name}, {plan.steps} steps)"))
+    print(json.dumps({"n": args.n, "backend": backend, "precision": args.precision, **_plan_fields(plan, args),
+                      "seconds": round(seconds, 3), "written": names}, indent=2))
     return 0
 
 
@@ -307,16 +320,17 @@ def _pictures(args, model, schedule, out, data, n_trajectory) -> list[str]:
     from .plotting import animate_reverse, plot_dataset, plot_q_grid, plot_trajectory
     trajectory, _, _, plan = _sample(args, model, schedule, n_trajectory, trajectory=True)
     _say(args, "drawing the pictures")
-    step = max(1, plan.steps // 10)  # at most 10 panels: the states after every step-th step
-    panels = list(range(step, plan.steps + 1, step))[:10]
+    n_panels = min(10, plan.steps)  # the states after evenly spaced steps, the last one x_0
+    panels = sorted({round(plan.steps * (k + 1) / n_panels) for k in range(n_panels)})
+    labels = plan.state_labels()
     title = "reverse process: from noise $x_T$ to samples $x_0$" + (
         "" if plan.reference else f" ({plan.name}, {plan.steps} steps)")
     with staged_outputs() as staged:
         plot_dataset(data, staged.path(os.path.join(out, "dataset.png")), title=f"dataset: {args.dataset}")
         plot_q_grid(data, schedule, staged.path(os.path.join(out, "q_grid.png")), seed=args.seed)
         plot_trajectory(trajectory[panels], staged.path(os.path.join(out, "reverse_trajectory.png")),
-                        title=title, timesteps=[plan.timesteps[j - 1] for j in panels])
-        animate_reverse(trajectory, staged.path(os.path.join(out, "reverse.gif")))
+                        title=title, timesteps=[labels[j] for j in panels])
+        animate_reverse(trajectory, staged.path(os.path.join(out, "reverse.gif")), labels=labels)
     return [os.path.join(out, name) for name in PICTURES]
 
 
@@ -356,7 +370,14 @@ def _median_report(reports: list[dict]) -> dict:
 def cmd_evaluate(args) -> int:
     from .metrics import MMD_NOTE, quality_report
     if args.sweep:
+        given = [f"--{name}" for name in ("sampler", "steps", "prior", "eta", "grid")
+                 if getattr(args, name) not in (None, "ddpm")]
+        if given:
+            raise ValueError(f"{', '.join(given)} apply without --sweep; --sweep runs each sampler on its default "
+                             f"grid and prior (choose them with --sweep-samplers and --sweep-steps)")
         return _evaluate_sweep(args)
+    if args.json is not None or args.plot is not None:
+        raise ValueError("--json and --plot write the --sweep table; without --sweep evaluate prints JSON")
     model, schedule, _ = _load(args)
     reports, seed = [], args.seed
     for draw in range(args.draws):
@@ -364,7 +385,7 @@ def cmd_evaluate(args) -> int:
         points, backend, _, plan = _sample(args, model, schedule, args.n)
         _say(args, f"draw {draw + 1}/{args.draws}: scoring against fresh {args.dataset} data")
         reports.append(quality_report(points, args.dataset, seed=draw))
-    print(json.dumps({"backend": backend, "sampler": plan.describe(), "n": args.n, "draws": args.draws,
+    print(json.dumps({"backend": backend, **_plan_fields(plan, args), "n": args.n, "draws": args.draws,
                       "median": _median_report(reports),
                       "each": reports, "note": MMD_NOTE}, indent=2, allow_nan=False))
     return 0
@@ -392,7 +413,7 @@ def _evaluate_sweep(args) -> int:
                   backend=args.backend, precision=args.precision, device=args.device, seed=args.seed, on_row=save)
     print(format_sweep(rows))
     if args.plot is not None:
-        plot_sweep(rows, args.plot)
+        print(f"picture: {plot_sweep(rows, args.plot)}")
     return 0
 
 
@@ -404,6 +425,8 @@ def cmd_tune_steps(args) -> int:
     check_output_dir(os.path.dirname(out) or ".")
     check_output_file(out)
     model, schedule, _ = _load(args)
+    from .samplers import make_plan
+    make_plan(schedule, args.sampler, args.steps)  # the sampler and steps fit this model, before the search
     _say(args, f"searching the {args.steps} timesteps of {args.sampler} for this model "
                f"({args.n} points x 2 seeds per evaluation, at most {args.max_evaluations} evaluations)")
 
@@ -468,6 +491,9 @@ def cmd_bench(args) -> int:
     for n in ns:  # the largest N must fit before the sweep starts
         check_fits(n * 2 * 4, torch.device(args.device), f"N = {n} ([N, 2] float32)")
     model, schedule, _ = _load(args)
+    from .samplers import make_plan
+    for spec in samplers:  # each sampler and steps fit this model, before any timing
+        make_plan(schedule, spec["sampler"], spec["steps"], tuned_grids=model.tuned_grids)
     reported = {"rows": 0}
 
     def save(result):  # after every combination, so a sweep cut short keeps what it measured
@@ -532,6 +558,7 @@ def cmd_profile(args) -> int:
     out = check_output_dir(args.out)
     check_output_file(os.path.join(out, f"trace_{args.backend}.json"))
     model, schedule, _ = _load(args)
+    _check_sampler(args, model, schedule)
     _say(args, f"profiling backend {args.backend!r} at N = {args.n} (after one warm-up call)")
     table, trace = profile_sampler(model, schedule, args.backend, args.n, args.device, args.precision,
                                    os.path.join(out, f"trace_{args.backend}.json"), rows=args.top,
@@ -583,7 +610,8 @@ def _sampler_options(p, many: bool = False) -> None:
         p.add_argument("--steps", type=_positive_int,
                        help="sampler steps K (default: T for ddpm, 10 for the others)")
     p.add_argument("--prior", choices=PRIORS,
-                   help="x_T ~ N(0, I) (unit) or N(0, (1 - abar_T) I) (matched; default for the few-step samplers)")
+                   help="x_T ~ N(0, I) (unit), or N(0, (1 - abar_t0) I) with t0 the grid's first timestep "
+                        "(matched; the few-step samplers' default)")
     p.add_argument("--eta", type=float, help="ddim only: noise of each step, 0 (deterministic) to 1")
     p.add_argument("--grid", help=f"timestep grid: {', '.join(GRIDS)}, tuned, or comma-separated timesteps "
                                   f"(default: the model's tuned grid if it has one, else the sampler's best)")
@@ -594,7 +622,7 @@ def _grid(text):
     if text is None or not any(c.isdigit() for c in text):
         return text
     try:
-        return [int(v) for v in text.split(",") if v.strip()]
+        return [int(v) for v in text.split(",")]
     except ValueError:
         raise ValueError(f"--grid {text!r}: a grid name or comma-separated integer timesteps") from None
 

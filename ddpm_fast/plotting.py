@@ -93,8 +93,9 @@ def plot_loss(losses, path):
     return _save(fig, path)
 
 
-def animate_reverse(trajectory: torch.Tensor, path, frames: int = 26, fps: int = 8):
-    """A GIF of the reverse process; ``trajectory`` is [T+1, N, 2] from x_T to x_0."""
+def animate_reverse(trajectory: torch.Tensor, path, frames: int = 26, fps: int = 8, labels=None):
+    """A GIF of the reverse process; ``trajectory`` is [K+1, N, 2] from x_T to x_0; ``labels``:
+    the t of each state (default: T, T-1, ..., 0 for the K = T step sampler)."""
     idx = torch.linspace(0, trajectory.shape[0] - 1, frames).round().long().tolist()
     fig, ax = plt.subplots(figsize=(4, 4))
     final = trajectory[-1].cpu()
@@ -108,7 +109,7 @@ def animate_reverse(trajectory: torch.Tensor, path, frames: int = 26, fps: int =
 
     def draw(k):
         dots.set_offsets(trajectory[idx[k]].cpu().numpy())
-        ax.set_title(f"t = {steps_total - idx[k]}")
+        ax.set_title(f"t = {labels[idx[k]] if labels is not None else steps_total - idx[k]}")
         return (dots,)
 
     try:

@@ -29,6 +29,7 @@ from __future__ import annotations
 import math
 import operator
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 import torch
@@ -66,12 +67,12 @@ class SamplerPlan:
     def steps(self) -> int:
         return len(self.timesteps)
 
-    @property
+    @cached_property
     def noisy(self) -> tuple:
         """Per step, whether it adds fresh noise (p_z != 0): known on the host, no device read."""
         return tuple(bool(c) for c in self.coefficients[:, P_Z] != 0)
 
-    @property
+    @cached_property
     def has_noise(self) -> bool:
         return any(self.noisy)
 
@@ -92,6 +93,11 @@ class SamplerPlan:
             self._device_tables[key] = tuple(t.to(device, non_blocking=device.type == "cuda") for t in host)
         return self._device_tables[key]
 
+    def state_labels(self) -> list:
+        """The t of each of the K+1 states, x_T first, as the original's pictures label them: the
+        state before the step at schedule index t is x_{t+1}; the last is x_0."""
+        return [t + 1 for t in self.timesteps] + [0]
+
     def describe(self) -> str:
         if self.reference:
             return f"{self.name}, {self.steps} steps (the original sampler)"
@@ -104,11 +110,13 @@ def schedule_tables(schedule, one_minus_alphas_bar_sqrt: torch.Tensor | None = N
     sigma_t = sqrt(1 - abar_t) is the schedule's own float32 table one_minus_alphas_bar_sqrt,
     the one the original sampler reads, so a plan's coefficients equal the reference's in
     exact arithmetic; abar = 1 - sigma^2. Given betas alone, 1 - abar = -expm1(sum log1p(-beta))
-    in float64 (no cancellation where abar is near 1).
+    in float64 (no cancellation where abar is near 1). Tensors on a GPU are read once (a sync)
+    per call; a Schedule keeps host copies, so sample() never reads the device for its plan.
     """
     from .schedule import Schedule
-    if isinstance(schedule, Schedule):
-        schedule, one_minus_alphas_bar_sqrt = schedule.betas, schedule.one_minus_alphas_bar_sqrt
+    if isinstance(schedule, Schedule):  # host copies made once per schedule: no device read here
+        betas, sigmas = schedule.host_tables()
+        return betas, 1.0 - sigmas * sigmas, sigmas
     if not isinstance(schedule, torch.Tensor) or schedule.dim() != 1 or not schedule.is_floating_point():
         raise TypeError(f"a plan needs a Schedule or a 1-D floating-point betas tensor, got {schedule!r:.80}")
     betas = schedule.detach().to("cpu", torch.float64).numpy()
@@ -142,8 +150,8 @@ def timestep_grid(alphas_bar: np.ndarray, steps: int, grid, unique: bool = True)
     n = len(alphas_bar)
     if not isinstance(grid, str):
         return check_explicit_grid(grid, n)
-    if grid == "trailing":
-        t = np.round(np.arange(n, 0, -n / steps)).astype(np.int64) - 1
+    if grid == "trailing":  # diffusers' round(arange(T, 0, -T/K)) - 1, without arange's extra float step
+        t = n - 1 - np.round(np.arange(steps) * n / steps).astype(np.int64)
     elif grid == "leading":
         t = (np.arange(steps) * (n // steps))[::-1]
     elif grid == "linspace":
@@ -162,9 +170,11 @@ def timestep_grid(alphas_bar: np.ndarray, steps: int, grid, unique: bool = True)
         raise ValueError(f"unknown grid {grid!r}; known grids: {', '.join(GRIDS)}, 'tuned', or a list of ints")
     t = tuple(int(v) for v in t)
     if unique and len(set(t)) != len(t):
-        raise ValueError(f"grid {grid!r} with {steps} steps repeats timesteps {t} at T = {n}; ask for "
-                         f"fewer steps or use grid='trailing'")
-    return t
+        repeated = sorted({v for v in t if t.count(v) > 1})
+        shown = ", ".join(map(str, repeated[:5])) + (", ..." if len(repeated) > 5 else "")
+        raise ValueError(f"grid {grid!r} with {steps} steps repeats timesteps ({shown}) at T = {n}: "
+                         f"use fewer steps or the trailing grid")
+    return check_explicit_grid(t, n) if unique else t
 
 
 def check_explicit_grid(grid, n_steps: int) -> tuple:
@@ -331,6 +341,8 @@ def make_plan(schedule, sampler: str = "ddpm", steps: int | None = None, *, grid
     n = len(betas)
     if eta is not None and sampler != "ddim":
         raise ValueError(f"eta is ddim's noise level; sampler {sampler!r} takes none")
+    if eta is not None and (isinstance(eta, bool) or not isinstance(eta, (int, float, np.floating, np.integer))):
+        raise TypeError(f"eta must be a number in [0, 1], got {eta!r}")
     eta = 0.0 if eta is None else float(eta)
     if not (math.isfinite(eta) and 0 <= eta <= 1):
         raise ValueError(f"eta must lie in [0, 1], got {eta}")

@@ -6,7 +6,7 @@ the original S-curve code, so every table is equal to it bit for bit.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 
 import torch
 
@@ -30,6 +30,9 @@ class Schedule:
     alphas_bar_sqrt: torch.Tensor
     one_minus_alphas_bar_log: torch.Tensor
     one_minus_alphas_bar_sqrt: torch.Tensor
+    # float64 host copies of betas and one_minus_alphas_bar_sqrt for the samplers' tables, made
+    # once and shared by every .to(device) copy: building a plan never reads a device tensor
+    host: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def device(self) -> torch.device:
@@ -39,7 +42,15 @@ class Schedule:
         """The same schedule with every table on ``device``."""
         moved = {f.name: getattr(self, f.name).to(device)
                  for f in fields(self) if isinstance(getattr(self, f.name), torch.Tensor)}
+        self.host_tables()  # before the tables leave the host
         return replace(self, **moved)
+
+    def host_tables(self):
+        """(betas, one_minus_alphas_bar_sqrt) as float64 NumPy arrays, read once from the tensors."""
+        if not self.host:
+            self.host["betas"] = self.betas.detach().to("cpu", torch.float64).numpy()
+            self.host["sigmas"] = self.one_minus_alphas_bar_sqrt.detach().to("cpu", torch.float64).numpy()
+        return self.host["betas"], self.host["sigmas"]
 
     def config(self) -> dict:
         """What ``make_schedule`` needs to rebuild this schedule (stored in checkpoints)."""

@@ -124,7 +124,18 @@ def _step_noise(noise_ptr, i, N, rows, mask, seed, t, row_offset, NOISE_GIVEN: t
 
 
 @triton.jit
-def _solver_update(x, eps, s, m_1, m_2, z, coef_ptr,  # coef_ptr: the step's [N_COLUMNS] float32 row
+def _step_coefficients(coef_ptr):  # the step's [N_COLUMNS] float32 row of the plan's table
+    """The 12 coefficients of one step, loaded once for both coordinates (unused ones are dead code)."""
+    return (tl.load(coef_ptr + COL_A_X), tl.load(coef_ptr + COL_A_EPS),
+            tl.load(coef_ptr + COL_C_S), tl.load(coef_ptr + COL_C_X), tl.load(coef_ptr + COL_C_M),
+            tl.load(coef_ptr + COL_C_1), tl.load(coef_ptr + COL_C_2),
+            tl.load(coef_ptr + COL_P_S), tl.load(coef_ptr + COL_P_M), tl.load(coef_ptr + COL_P_1),
+            tl.load(coef_ptr + COL_P_2), tl.load(coef_ptr + COL_P_Z))
+
+
+@triton.jit
+def _solver_update(x, eps, s, m_1, m_2, z,
+                   a_x, a_eps, c_s, c_x, c_m, c_1, c_2, p_s, p_m, p_1, p_2, p_z,  # _step_coefficients
                    HISTORY: tl.constexpr, CORRECTOR: tl.constexpr, NOISY: tl.constexpr):
     """One coordinate of one step of a sampler plan (ddpm_fast.samplers), in float32.
 
@@ -132,17 +143,17 @@ def _solver_update(x, eps, s, m_1, m_2, z, coef_ptr,  # coef_ptr: the step's [N_
     (eps or x_0), which become s' and m_1 of the next step. Registers a plan does not read
     (HISTORY, CORRECTOR) are dead code the compiler removes.
     """
-    m = tl.load(coef_ptr + COL_A_X) * x + tl.load(coef_ptr + COL_A_EPS) * eps
+    m = a_x * x + a_eps * eps
     if CORRECTOR:
-        s = (tl.load(coef_ptr + COL_C_S) * s + tl.load(coef_ptr + COL_C_X) * x + tl.load(coef_ptr + COL_C_M) * m
-             + tl.load(coef_ptr + COL_C_1) * m_1 + tl.load(coef_ptr + COL_C_2) * m_2)
+        s = c_s * s + c_x * x + c_m * m + c_1 * m_1 + c_2 * m_2
     else:
         s = x
-    x = tl.load(coef_ptr + COL_P_S) * s + tl.load(coef_ptr + COL_P_M) * m
+    x = p_s * s + p_m * m
     if HISTORY >= 1:
-        x = x + tl.load(coef_ptr + COL_P_1) * m_1
+        x = x + p_1 * m_1
     if HISTORY >= 2:
-        x = x + tl.load(coef_ptr + COL_P_2) * m_2
+        x = x + p_2 * m_2
     if NOISY:
-        x = x + tl.load(coef_ptr + COL_P_Z) * z
+        # a step without noise (p_z = 0) ignores its z, as the other backends, even a NaN one injected
+        x = x + tl.where(p_z != 0.0, p_z * z, 0.0)
     return x, s, m

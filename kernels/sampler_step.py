@@ -5,7 +5,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import N_COLS, _mlp_eps, _solver_update, _step_noise
+from ._common import N_COLS, _mlp_eps, _solver_update, _step_coefficients, _step_noise
 from ._runtime import (DEFAULT_BLOCK_M, DEFAULT_NUM_STAGES, DEFAULT_NUM_WARPS, check_launch, check_plan_noise,
                        seed_tensor)
 from .weights import MLPWeights, dot_mode
@@ -15,13 +15,13 @@ STATE_PLANES = 4  # x, s' (the previous corrected point), m_1, m_2 (the previous
 
 @triton.jit
 def _load_plane(ptr, plane, N, rows, mask):
-    base = ptr + (plane * N + rows) * 2
+    base = ptr + (plane * tl.cast(N, tl.int64) + rows) * 2  # int64: 4 * N * 2 may pass 2^31
     return tl.load(base, mask=mask, other=0.0), tl.load(base + 1, mask=mask, other=0.0)
 
 
 @triton.jit
 def _store_plane(ptr, plane, N, rows, mask, v0, v1):
-    base = ptr + (plane * N + rows) * 2
+    base = ptr + (plane * tl.cast(N, tl.int64) + rows) * 2  # int64: 4 * N * 2 may pass 2^31
     tl.store(base, v0, mask=mask)
     tl.store(base + 1, v1, mask=mask)
 
@@ -52,9 +52,12 @@ def _sampler_step_kernel(state_ptr,  # [4, N, 2] float32: x, s', m_1, m_2 before
     z0, z1 = 0.0, 0.0
     if NOISY:
         z0, z1 = _step_noise(noise_ptr, i, N, rows, mask, tl.load(seed_ptr), t, row_offset, NOISE_GIVEN)
-    coef = coef_ptr + i * N_COLS
-    x0, s0, m0_0 = _solver_update(x0, eps0, s0, m1_0, m2_0, z0, coef, HISTORY, CORRECTOR, NOISY)
-    x1, s1, m0_1 = _solver_update(x1, eps1, s1, m1_1, m2_1, z1, coef, HISTORY, CORRECTOR, NOISY)
+    a_x, a_eps, c_s, c_x, c_m, c_1, c_2, p_s, p_m, p_1, p_2, p_z = \
+        _step_coefficients(coef_ptr + i * N_COLS)  # once per step, for both coordinates
+    x0, s0, m0_0 = _solver_update(x0, eps0, s0, m1_0, m2_0, z0,
+        a_x, a_eps, c_s, c_x, c_m, c_1, c_2, p_s, p_m, p_1, p_2, p_z, HISTORY, CORRECTOR, NOISY)
+    x1, s1, m0_1 = _solver_update(x1, eps1, s1, m1_1, m2_1, z1,
+        a_x, a_eps, c_s, c_x, c_m, c_1, c_2, p_s, p_m, p_1, p_2, p_z, HISTORY, CORRECTOR, NOISY)
     _store_plane(out_ptr, 0, N, rows, mask, x0, x1)
     _store_plane(out_ptr, 1, N, rows, mask, s0, s1)  # s (x itself without a corrector)
     _store_plane(out_ptr, 2, N, rows, mask, m0_0, m0_1)  # this step's estimate: the next m_1

@@ -3,6 +3,7 @@ import pytest
 import torch
 
 import ddpm_fast as D
+from helpers import reference_trajectory_f64
 from ddpm_fast.diffusion import antithetic_timesteps
 from tolerances import TOLERANCES
 from original_code import (OriginalMLPDiffusion, diffusion_loss_fn, original_schedule,
@@ -174,7 +175,7 @@ def test_reference_float32_error_against_float64():
     """The float32 reference itself lands within half the fp32 tolerance of float64 after 100 steps.
 
     Measured for 1000 points: 1.2e-6 to 8e-6 (max abs) over 3 seeds, trained and untrained;
-    the fast fp32 paths are held to atol 2e-5 against float64 (tests/tolerances.py).
+    the fast fp32 paths are held to atol 1e-4 against float64 (tests/tolerances.py).
     """
     sched, model = D.make_schedule(), D.MLPDiffusion(100)
     x_T, noise = torch.randn(1000, 2), torch.randn(100, 1000, 2)
@@ -185,3 +186,16 @@ def test_reference_float32_error_against_float64():
     out64 = D.p_sample_loop(model64, (1000, 2), 100, sched.betas.double(), sched.one_minus_alphas_bar_sqrt.double(),
                             x_T=x_T.double(), noise=noise.double())[-1]
     assert (out32.double() - out64).abs().max() < TOLERANCES["fp32"][0] / 2
+
+
+def test_reference_float32_tail_error():
+    """Why the fp32 tolerance is 1e-4: on the trained model a few points near a fold of the flow
+    amplify one float32 rounding. Draw 51 of the 60 measured (tests/tolerances.py) is the worst:
+    the float32 reference itself lands 4.2e-5 from float64 there, over the old 2e-5 bound."""
+    model, sched = D.load_pretrained()
+    gen = torch.Generator().manual_seed(51)
+    x_T, noise = torch.randn(1000, 2, generator=gen), torch.randn(100, 1000, 2, generator=gen)
+    out32 = D.p_sample_loop(model, (1000, 2), 100, sched.betas, sched.one_minus_alphas_bar_sqrt,
+                            x_T=x_T, noise=noise)[-1]
+    error = (out32.double() - reference_trajectory_f64(model, sched, x_T, noise)[-1]).abs().max()
+    assert 2e-5 < error < TOLERANCES["fp32"][0] / 2

@@ -172,6 +172,8 @@ def test_deterministic_samplers_ignore_noise_and_in_kernel_noise_is_shared(devic
     (dict(sampler="ddim", prior="wide"), ValueError, "unknown prior 'wide'; known priors: unit, matched"),
     (dict(sampler="dpm++2m", eta=0.5), ValueError, "eta is ddim's noise level; sampler 'dpm\\+\\+2m' takes none"),
     (dict(sampler="ddim", eta=2.0), ValueError, "eta must lie in \\[0, 1\\], got 2.0"),
+    (dict(sampler="ddim", eta="0.5"), TypeError, "eta must be a number in \\[0, 1\\], got '0.5'"),
+    (dict(sampler="ddim", eta=True), TypeError, "eta must be a number"),
     (dict(sampler="ddim", steps=101), ValueError, "steps=101 is more than the schedule's 100 timesteps"),
     (dict(sampler="ddim", steps=0), ValueError, "steps must be"),
     (dict(sampler="ddim", steps=2.5), TypeError, "steps must be an integer"),

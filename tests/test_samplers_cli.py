@@ -30,6 +30,13 @@ def test_plot_with_a_few_step_sampler(tmp_path, capsys):
     assert (tmp_path / "reverse_trajectory.png").stat().st_size > 0
 
 
+def test_state_labels_follow_the_original_pictures():
+    """The state before the step at schedule index t is x_{t+1}; the last is x_0."""
+    sched = D.make_schedule()
+    assert D.make_plan(sched).state_labels() == list(range(100, -1, -1))  # x_100 (x_T) ... x_0
+    assert D.make_plan(sched, "unipc", grid=[64, 46, 28, 8, 1]).state_labels() == [65, 47, 29, 9, 2, 0]
+
+
 def test_evaluate_sweep_table_json_and_plot(tmp_path, capsys):
     assert main(["evaluate", "--sweep", "--n", "300", "--draws", "1", "--sweep-samplers", "ddpm,dpm++2m",
                  "--sweep-steps", "2,5", "--json", str(tmp_path / "s.json"), "--plot", str(tmp_path / "s.png"),
@@ -79,6 +86,11 @@ def test_bench_two_samplers_side_by_side(tmp_path, capsys):
     (["evaluate", "--sweep", "--sweep-steps", "5,0"], "must be at least 1"),
     (["evaluate", "--sweep", "--sweep-samplers", "ddpm,plms"], "unknown samplers 'plms'"),
     (["tune-steps", "--steps", "200"], "steps=200 is more than the schedule's 100 timesteps"),
+    (["sample", "--sampler", "ddim", "--grid", "99,,0"], "--grid '99,,0': a grid name or comma-separated integer"),
+    (["evaluate", "--sweep", "--sampler", "unipc"], "--sampler apply without --sweep"),
+    (["evaluate", "--json", "x.json"], "--json and --plot write the --sweep table"),
+    (["bench", "--sampler", "ddim", "--steps", "200"], "steps=200 is more than the schedule's 100 timesteps"),
+    (["profile", "--sampler", "dpm++2m", "--grid", "karras", "--steps", "90"], "repeats timesteps (0, 1, 2"),
 ])
 def test_bad_sampler_flags_fail_in_one_line(tmp_path, capsys, argv, match):
     from test_bad_input import _fails

@@ -4,9 +4,11 @@ Errors are of float32 paths against a float64 reference run on the same injected
 points are O(1) (x_T ~ N(0, I) shrinking to the data's 0.2 extent).
 """
 TOLERANCES = {
-    # IEEE float32 dots: the eager float32 reference itself lands up to 8e-6 from float64 after
-    # 100 steps (measured, 1000 points, test_reference_float32_error_against_float64): 2.5x headroom.
-    "fp32": (2e-5, 1e-5),
+    # IEEE float32 dots: the eager float32 reference itself lands from float64, after 100 steps of
+    # 1000 points of the bundled model, 2.7e-6 (median) and up to 4.3e-5 (max) over 60 draws;
+    # a few points near a fold of the trained flow amplify one rounding (test_reference,
+    # test_reference_float32_tail_error): 2.3x headroom over that maximum.
+    "fp32": (1e-4, 1e-5),
     # TF32 keeps 10 mantissa bits (~5e-4 relative per product), and 100 steps compound it.
     "tf32": (2e-2, 1e-2),
     # bf16 dot operands keep 8 bits (~4e-3 relative); x and the update stay float32.

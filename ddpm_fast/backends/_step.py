@@ -19,7 +19,9 @@ def solver_step(model, x, carry, t_index, coef, z, history: int, corrector: bool
     compiled step has one graph per plan structure.
     """
     s_prev, m_1, m_2 = carry
-    eps = model(x, t_index)  # [N, 2]
+    # [N, 2]; in x's dtype: under bf16 autocast the model returns bfloat16, and a 0-d float32
+    # coefficient times a bfloat16 tensor would stay bfloat16
+    eps = model(x, t_index).to(x.dtype)
     m = coef[A_X] * x + coef[A_EPS] * eps  # the estimate: eps (ddpm, ddim) or x_0
     if corrector:
         s = coef[C_S] * s_prev + coef[C_X] * x + coef[C_M] * m + coef[C_1] * m_1 + coef[C_2] * m_2
@@ -36,10 +38,10 @@ def solver_step(model, x, carry, t_index, coef, z, history: int, corrector: bool
 
 
 def initial_carry(plan, x: torch.Tensor) -> tuple:
-    """Zeros for the registers the plan reads (its first row gives them zero weight)."""
-    zeros = torch.zeros_like(x)
-    return (zeros if plan.corrector else None, zeros if plan.history >= 1 else None,
-            zeros if plan.history >= 2 else None)
+    """Zeros for the registers the plan reads (its first row gives them zero weight): one tensor
+    each, as aliased inputs would make torch.compile guard on the aliasing and compile twice."""
+    return (torch.zeros_like(x) if plan.corrector else None, torch.zeros_like(x) if plan.history >= 1 else None,
+            torch.zeros_like(x) if plan.history >= 2 else None)
 
 
 def run_plan(step, plan, x, timesteps, coefficients, noise_of_step, keep: bool):

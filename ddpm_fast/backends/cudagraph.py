@@ -50,7 +50,7 @@ def _loop(job: SamplingJob, x_T, noise, tables):
 
 def _capture(job: SamplingJob) -> _CapturedLoop:
     start = time.perf_counter()
-    tables = job.plan.tables(job.device)  # fresh tensors, owned by the graph
+    tables = tuple(t.clone() for t in job.plan.tables(job.device))  # the graph's own static inputs
     x_T = torch.zeros(job.shape, device=job.device)
     noise = None if job.noise is None else torch.zeros(job.n_steps, *job.shape, device=job.device)
     side = torch.cuda.Stream(job.device)

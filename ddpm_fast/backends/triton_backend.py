@@ -26,7 +26,7 @@ def _prepare(job: SamplingJob):
         raise ValueError(f"the model is on {weights.device} but the sampler runs on {job.device}")
     x_T = draw_x_T(job)
     seed = seed_tensor(job.seed, job.device, job.generator)
-    noise = None if job.noise is None else job.noise.float()
+    noise = None if job.noise is None else job.noise.float().contiguous()  # a chunk's rows: copied once
     return weights, x_T, noise, seed
 
 
