@@ -55,7 +55,7 @@ def test_bench_bad_arguments(tmp_path, capsys):
 def test_bench_bf16_on_cpu_skips_quickly(capsys):
     assert main(["bench", "--n", "8", "--precisions", "bf16", "--backends", "eager", "--repeats", "1",
                  "--quiet"]) == 0
-    assert "skipped eager bf16 N=8: supports precisions fp32" in capsys.readouterr().out
+    assert "skipped eager bf16 ddpm N=8: supports precisions fp32" in capsys.readouterr().out
 
 
 def test_evaluate_draws_zero(capsys):
