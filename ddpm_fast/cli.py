@@ -267,13 +267,13 @@ def _check_sampler(args, model, schedule) -> None:
     make_plan(schedule, tuned_grids=model.tuned_grids, **_sampler_kwargs(args))
 
 
-def _sample(args, model, schedule, n, trajectory=False, sampler_kwargs=None):
+def _sample(args, model, schedule, n, trajectory=False):
     from .backends import resolve_backend
     from .samplers import make_plan
     from .sampling import sample
     device = torch.device(args.device)
     backend = resolve_backend(args.backend, device, args.precision).name
-    kwargs = sampler_kwargs if sampler_kwargs is not None else (_sampler_kwargs(args) if hasattr(args, "sampler") else {})
+    kwargs = _sampler_kwargs(args) if hasattr(args, "sampler") else {}  # demo has no sampler flags
     plan = make_plan(schedule, final_noise=True, tuned_grids=model.tuned_grids, **kwargs)
     first_call = {"compile": "the first call compiles (minutes on a CPU)", "cudagraph": "the first call captures",
                   "triton-step": "the first call compiles", "triton-fused": "the first call compiles"}
@@ -627,10 +627,10 @@ def _grid(text):
         raise ValueError(f"--grid {text!r}: a grid name or comma-separated integer timesteps") from None
 
 
-def _sampler_kwargs(args, sampler=None, steps=None) -> dict:
+def _sampler_kwargs(args) -> dict:
     """sample()'s sampler keywords from the command line."""
-    return {"sampler": sampler or args.sampler, "steps": steps if sampler else args.steps, "prior": args.prior,
-            "eta": args.eta, "grid": _grid(args.grid)}
+    return {"sampler": args.sampler, "steps": args.steps, "prior": args.prior, "eta": args.eta,
+            "grid": _grid(args.grid)}
 
 
 def _common(p, n_default, backend=True, n_type=_positive_int, sampler=None):

@@ -319,6 +319,30 @@ _BUILDERS = {"ddpm": (_ddpm_rows, 0, False), "ddim": (_ddim_rows, 0, False),
              "dpm++2m": (_dpmpp_2m_rows, 1, False), "unipc": (_unipc_rows, 2, True)}
 
 
+def _resolve_grid(alphas_bar, sampler: str, steps: int | None, grid, tuned_grids) -> tuple:
+    """(timesteps, grid name) for make_plan: an explicit list, the model's tuned grid, or a named one."""
+    n = len(alphas_bar)
+    if isinstance(grid, (list, tuple, np.ndarray, torch.Tensor)):
+        timesteps = check_explicit_grid(grid.tolist() if hasattr(grid, "tolist") else grid, n)
+        if steps is not None and steps != len(timesteps):
+            raise ValueError(f"steps={steps} but the grid has {len(timesteps)} timesteps")
+        return timesteps, "explicit"
+    steps = steps or (n if sampler == "ddpm" else min(DEFAULT_STEPS, n))
+    tuned = (tuned_grids or {}).get(sampler, {}).get(str(steps))
+    if grid == "tuned" and tuned is None:
+        have = {s: sorted(g, key=int) for s, g in (tuned_grids or {}).items()}
+        raise ValueError(f"the model has no tuned grid for {sampler} with {steps} steps (tuned: "
+                         f"{have or 'none'}); run ddpm-fast tune-steps, or pick a grid")
+    if grid in (None, "tuned") and tuned is not None:
+        return check_explicit_grid(tuned, n), "tuned"
+    name = grid or DEFAULT_GRID[sampler]
+    if name not in GRIDS:
+        raise ValueError(f"unknown grid {name!r}; known grids: {', '.join(GRIDS)}, 'tuned', or a list of ints")
+    if grid is None and len(set(timestep_grid(alphas_bar, steps, name, unique=False))) < steps:
+        name = "trailing"  # the default grid bunches up near t = 0 at many steps: an even one
+    return timestep_grid(alphas_bar, steps, name), name
+
+
 def make_plan(schedule, sampler: str = "ddpm", steps: int | None = None, *, grid=None,
               prior: str | None = None, eta: float | None = None, final_noise: bool = True,
               tuned_grids: dict | None = None,
@@ -351,28 +375,7 @@ def make_plan(schedule, sampler: str = "ddpm", steps: int | None = None, *, grid
         steps = check_count(steps, "steps", minimum=1)
         if steps > n:
             raise ValueError(f"steps={steps} is more than the schedule's {n} timesteps")
-    if isinstance(grid, (list, tuple, np.ndarray, torch.Tensor)) and not isinstance(grid, str):
-        timesteps = check_explicit_grid(grid.tolist() if hasattr(grid, "tolist") else grid, n)
-        if steps is not None and steps != len(timesteps):
-            raise ValueError(f"steps={steps} but the grid has {len(timesteps)} timesteps")
-        grid_name = "explicit"
-    else:
-        steps = steps or (n if sampler == "ddpm" else min(DEFAULT_STEPS, n))
-        tuned = (tuned_grids or {}).get(sampler, {}).get(str(steps))
-        if grid == "tuned" and tuned is None:
-            have = {s: sorted(g, key=int) for s, g in (tuned_grids or {}).items()}
-            raise ValueError(f"the model has no tuned grid for {sampler} with {steps} steps (tuned: "
-                             f"{have or 'none'}); run ddpm-fast tune-steps, or pick a grid")
-        if grid in (None, "tuned") and tuned is not None:
-            timesteps, grid_name = check_explicit_grid(tuned, n), "tuned"
-        else:
-            grid_name = grid or DEFAULT_GRID[sampler]
-            if grid_name not in GRIDS:
-                raise ValueError(f"unknown grid {grid_name!r}; known grids: {', '.join(GRIDS)}, 'tuned', "
-                                 f"or a list of ints")
-            if grid is None and len(set(timestep_grid(alphas_bar, steps, grid_name, unique=False))) < steps:
-                grid_name = "trailing"  # the default grid bunches up near t = 0 at many steps: an even one
-            timesteps = timestep_grid(alphas_bar, steps, grid_name)
+    timesteps, grid_name = _resolve_grid(alphas_bar, sampler, steps, grid, tuned_grids)
     prior = prior or ("unit" if sampler == "ddpm" else "matched")
     if prior not in PRIORS:
         raise ValueError(f"unknown prior {prior!r}; known priors: {', '.join(PRIORS)}")

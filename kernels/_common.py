@@ -157,3 +157,17 @@ def _solver_update(x, eps, s, m_1, m_2, z,
         # a step without noise (p_z = 0) ignores its z, as the other backends, even a NaN one injected
         x = x + tl.where(p_z != 0.0, p_z * z, 0.0)
     return x, s, m
+
+
+@triton.jit
+def _solver_step(x0, x1, eps0, eps1, s0, s1, m1_0, m1_1, m2_0, m2_1, z0, z1,
+                 coef_ptr,  # the step's [N_COLUMNS] float32 row of the plan's table
+                 HISTORY: tl.constexpr, CORRECTOR: tl.constexpr, NOISY: tl.constexpr):
+    """Both coordinates of one plan step, its coefficients loaded once:
+    (x0, x1, s0, s1, m0, m1), the next point, the corrected point and the step's estimate."""
+    a_x, a_eps, c_s, c_x, c_m, c_1, c_2, p_s, p_m, p_1, p_2, p_z = _step_coefficients(coef_ptr)
+    x0, s0, m0 = _solver_update(x0, eps0, s0, m1_0, m2_0, z0, a_x, a_eps, c_s, c_x, c_m, c_1, c_2,
+                                p_s, p_m, p_1, p_2, p_z, HISTORY, CORRECTOR, NOISY)
+    x1, s1, m1 = _solver_update(x1, eps1, s1, m1_1, m2_1, z1, a_x, a_eps, c_s, c_x, c_m, c_1, c_2,
+                                p_s, p_m, p_1, p_2, p_z, HISTORY, CORRECTOR, NOISY)
+    return x0, x1, s0, s1, m0, m1

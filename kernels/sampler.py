@@ -6,7 +6,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import N_COLS, _mlp_eps, _solver_update, _step_coefficients, _step_noise
+from ._common import N_COLS, _mlp_eps, _solver_step, _step_noise
 from ._runtime import (DEFAULT_BLOCK_M, DEFAULT_NUM_STAGES, DEFAULT_NUM_WARPS, as_float32_rows, check_launch,
                        check_plan_noise, seed_tensor)
 from .weights import MLPWeights, dot_mode
@@ -53,12 +53,8 @@ def _sampler_kernel(x_ptr,  # [N, 2] float32, x_T
         z0, z1 = 0.0, 0.0
         if NOISY:
             z0, z1 = _step_noise(noise_ptr, i, N, rows, mask, seed, t, row_offset, NOISE_GIVEN)
-        a_x, a_eps, c_s, c_x, c_m, c_1, c_2, p_s, p_m, p_1, p_2, p_z = \
-            _step_coefficients(coef_ptr + i * N_COLS)  # once per step, for both coordinates
-        x0, c0, m0_0 = _solver_update(x0, eps0, s0, m1_0, m2_0, z0,
-            a_x, a_eps, c_s, c_x, c_m, c_1, c_2, p_s, p_m, p_1, p_2, p_z, HISTORY, CORRECTOR, NOISY)
-        x1, c1, m0_1 = _solver_update(x1, eps1, s1, m1_1, m2_1, z1,
-            a_x, a_eps, c_s, c_x, c_m, c_1, c_2, p_s, p_m, p_1, p_2, p_z, HISTORY, CORRECTOR, NOISY)
+        x0, x1, c0, c1, m0_0, m0_1 = _solver_step(x0, x1, eps0, eps1, s0, s1, m1_0, m1_1, m2_0, m2_1, z0, z1,
+                                                  coef_ptr + i * N_COLS, HISTORY, CORRECTOR, NOISY)
         # Only the registers the plan reads are updated; the others stay the loop's invariant zeros.
         if CORRECTOR:
             s0, s1 = c0, c1

@@ -5,7 +5,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import N_COLS, _mlp_eps, _solver_update, _step_coefficients, _step_noise
+from ._common import N_COLS, _mlp_eps, _solver_step, _step_noise
 from ._runtime import (DEFAULT_BLOCK_M, DEFAULT_NUM_STAGES, DEFAULT_NUM_WARPS, check_launch, check_plan_noise,
                        seed_tensor)
 from .weights import MLPWeights, dot_mode
@@ -52,12 +52,8 @@ def _sampler_step_kernel(state_ptr,  # [4, N, 2] float32: x, s', m_1, m_2 before
     z0, z1 = 0.0, 0.0
     if NOISY:
         z0, z1 = _step_noise(noise_ptr, i, N, rows, mask, tl.load(seed_ptr), t, row_offset, NOISE_GIVEN)
-    a_x, a_eps, c_s, c_x, c_m, c_1, c_2, p_s, p_m, p_1, p_2, p_z = \
-        _step_coefficients(coef_ptr + i * N_COLS)  # once per step, for both coordinates
-    x0, s0, m0_0 = _solver_update(x0, eps0, s0, m1_0, m2_0, z0,
-        a_x, a_eps, c_s, c_x, c_m, c_1, c_2, p_s, p_m, p_1, p_2, p_z, HISTORY, CORRECTOR, NOISY)
-    x1, s1, m0_1 = _solver_update(x1, eps1, s1, m1_1, m2_1, z1,
-        a_x, a_eps, c_s, c_x, c_m, c_1, c_2, p_s, p_m, p_1, p_2, p_z, HISTORY, CORRECTOR, NOISY)
+    x0, x1, s0, s1, m0_0, m0_1 = _solver_step(x0, x1, eps0, eps1, s0, s1, m1_0, m1_1, m2_0, m2_1, z0, z1,
+                                              coef_ptr + i * N_COLS, HISTORY, CORRECTOR, NOISY)
     _store_plane(out_ptr, 0, N, rows, mask, x0, x1)
     _store_plane(out_ptr, 1, N, rows, mask, s0, s1)  # s (x itself without a corrector)
     _store_plane(out_ptr, 2, N, rows, mask, m0_0, m0_1)  # this step's estimate: the next m_1
