@@ -102,16 +102,3 @@ def make_schedule(n_steps: int = 100, kind: str = "sigmoid",
         one_minus_alphas_bar_sqrt=torch.sqrt(1 - alphas_prod),
     )
 
-
-def sampler_coefficients(betas: torch.Tensor, one_minus_alphas_bar_sqrt: torch.Tensor):
-    """Per-step constants of the reverse update, each [T] float32.
-
-    Computed elementwise with the reference's own float32 operations, so
-    ``coeff[t]`` equals ``betas[t] / one_minus_alphas_bar_sqrt[t]`` bit for bit, and
-    so on: the fast paths read these tables instead of recomputing them per step.
-    Returns ``(coeff, inv_sqrt_alphas, sigma)``.
-    """
-    coeff = betas / one_minus_alphas_bar_sqrt
-    inv_sqrt_alphas = 1 / (1 - betas).sqrt()
-    sigma = betas.sqrt()
-    return coeff, inv_sqrt_alphas, sigma

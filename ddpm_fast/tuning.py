@@ -17,7 +17,7 @@ import torch
 
 from .data import make_dataset
 from .metrics import sliced_wasserstein
-from .samplers import DEFAULT_GRID, GRIDS, make_plan, schedule_tables, timestep_grid
+from .samplers import GRIDS, make_plan, schedule_tables, timestep_grid
 
 log = logging.getLogger(__name__)
 
@@ -110,4 +110,4 @@ def tune_grid(model, schedule, sampler: str = "dpm++2m", steps: int = 5, *, n: i
     return result
 
 
-__all__ = ["TuneResult", "tune_grid", "grid_objective", "DEFAULT_GRID"]
+__all__ = ["TuneResult", "tune_grid", "grid_objective"]

@@ -35,8 +35,6 @@ class _CapturedLoop:
     noise: torch.Tensor | None  # [K, N, 2] static input when noise is injected
     tables: tuple  # (timesteps [K] int64, coefficients [K, N_COLUMNS]): static inputs
     result: torch.Tensor  # [N, 2] x_0, or [K+1, N, 2] trajectory
-    # tensors made outside the capture that the graph reads: freed, their memory would be reused
-    keep_alive: tuple = ()
 
 
 def _loop(job: SamplingJob, x_T, noise, tables):

@@ -16,7 +16,7 @@ import triton
 import triton.language as tl
 
 import ddpm_fast as D
-from ddpm_fast.schedule import sampler_coefficients
+from ddpm_fast.samplers import P_M, P_S, P_Z, make_plan
 from ddpm_fast.kernels._common import _split_tf32
 from helpers import reference_trajectory_f64
 
@@ -76,11 +76,13 @@ def _emulated_mlp(model, x, t, mode):
 
 
 def _emulated_sampler(model, sched, x_T, noise, mode):
-    coeff, inv_sqrt_alphas, sigma = sampler_coefficients(sched.betas, sched.one_minus_alphas_bar_sqrt)
+    """The fused kernel's update of the original sampler's plan (its estimate m is eps)."""
+    plan = make_plan(sched)
+    _, coef = plan.tables("cpu")  # [T, N_COLUMNS] float32, as the kernel reads it
     x = x_T
-    for i, t in enumerate(reversed(range(sched.n_steps))):
+    for i, t in enumerate(plan.timesteps):
         eps = _emulated_mlp(model, x, t, mode)
-        x = inv_sqrt_alphas[t] * (x - coeff[t] * eps) + sigma[t] * noise[i]
+        x = coef[i, P_S] * x + coef[i, P_M] * eps + coef[i, P_Z] * noise[i]
     return x
 
 
