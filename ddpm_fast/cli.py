@@ -1,4 +1,5 @@
-"""Command line: ``ddpm-fast {demo,train,sample,plot,evaluate,bench,profile}`` (also ``python -m ddpm_fast``)."""
+"""Command line: ``ddpm-fast {demo,train,sample,plot,evaluate,tune-steps,bench,bench-train,time-to-quality,profile}``
+(also ``python -m ddpm_fast``)."""
 from __future__ import annotations
 
 import argparse
@@ -24,10 +25,11 @@ from .backends.compiled import COMPILE_MODES, set_compile_mode
 from .checkpoint import load_checkpoint, load_train_state, pretrained_path, save_checkpoint
 from .data import DATASETS, make_dataset
 from .schedule import SCHEDULE_KINDS
-from .train import TrainConfig, snapshot_every_steps, train, training_bytes
+from .train import LR_SCHEDULES, RECIPES, TrainConfig, snapshot_every_steps, train, training_bytes
+from .train_steps import TRAIN_BACKENDS, train_backend_unavailable
 
 TRAIN_FLAGS = ("dataset", "n_points", "epochs", "batch_size", "lr", "n_steps", "num_units", "schedule_kind",
-               "snapshot_every", "seed")
+               "snapshot_every", "seed", "lr_schedule", "warmup_steps", "ema_decay")
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -151,9 +153,13 @@ def _load_snapshots(path: str) -> dict:
 def _prepare_train(args):
     """(out, config, resume) with every path and flag checked before any training."""
     ckpt = os.path.join(args.out, "checkpoint.pt")
+    device = check_device(args.device)
+    reason = train_backend_unavailable(args.backend, device)
+    if reason is not None:
+        raise RuntimeError(f"cannot train with backend {args.backend!r}: {reason}")
     if not args.resume:
-        config = _train_config(args, TrainConfig())
-        check_fits(training_bytes(config), torch.device("cpu"), "this training run",
+        config = _train_config(args, RECIPES[args.recipe or "seed"])
+        check_fits(training_bytes(config), device, "this training run",
                    "use a smaller --n-points, --num-units or --n-steps")
         out = check_output_dir(args.out)
         if os.path.exists(ckpt) and not args.overwrite:
@@ -162,6 +168,8 @@ def _prepare_train(args):
         return out, config, None
     if args.overwrite:
         raise ValueError("--resume continues the checkpoint in --out and --overwrite replaces it: pass one")
+    if args.recipe is not None:
+        raise ValueError("--resume continues the run with its own recipe: leave out --recipe")
     model, _, _, state = load_train_state(ckpt)  # before creating anything: the run must exist
     out = check_output_dir(args.out)
     try:
@@ -218,7 +226,7 @@ def cmd_train(args) -> int:
     previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)
                 if in_main_thread}
     try:
-        result = train(config, progress=not args.quiet, resume=resume,
+        result = train(config, progress=not args.quiet, device=args.device, backend=args.backend, resume=resume,
                        should_stop=lambda: stop["signal"] is not None, on_epoch_end=periodic_save)
         if result.losses and not math.isfinite(result.losses[-1]):
             raise ValueError(f"training diverged: the mean loss of epoch {result.epochs_done} is "
@@ -243,7 +251,8 @@ def cmd_train(args) -> int:
                                        title=f"reverse process after {last + 1} epoch{'s' * (last > 0)}"))
     report = {"checkpoint": ckpt, "epochs_done": result.epochs_done, "epochs": config.epochs,
               "final_loss": result.losses[-1] if result.losses else None,
-              "wall_time_s": round(result.wall_time_s, 1), "written": written}
+              "wall_time_s": round(result.wall_time_s, 1), "device": result.device, "backend": result.backend,
+              "compile_s": round(result.compile_s, 1), "written": written}
     if result.interrupted:
         report["resume_with"] = f"ddpm-fast train --out {shlex.quote(out)} --resume"
     print(json.dumps(report, indent=2, allow_nan=False))
@@ -516,6 +525,70 @@ def cmd_bench(args) -> int:
     return 1 if result["failed"] else 0
 
 
+def cmd_bench_train(args) -> int:
+    from .bench_train import format_train_row, format_train_table, plot_train_throughput, run_train_benchmark
+    backends = _names(args.backends, TRAIN_BACKENDS, "training backends")
+    batch_sizes = _int_list(args.batch_sizes, "--batch-sizes")
+    check_device(args.device)
+    _check_json_and_plot(args)
+    if args.epochs < 2:
+        raise ValueError("--epochs must be at least 2: the times are between consecutive epochs")
+    reported = {"rows": 0}
+
+    def save(result):  # after every case, so a sweep cut short keeps what it measured
+        for row in result["rows"][reported["rows"]:]:
+            print(format_train_row(row), flush=True)
+        reported["rows"] = len(result["rows"])
+        if args.json:
+            with atomic_path(args.json) as temp, open(temp, "w") as f:
+                json.dump(result, f, indent=2)
+
+    _say(args, f"timing {len(backends)} training backend(s) x {len(batch_sizes)} batch size(s) on {args.device} "
+               f"({args.warmup_epochs} warm-up and {args.epochs} timed epochs of {args.n_points:,} points each)")
+    result = run_train_benchmark(args.device, backends, batch_sizes, n_points=args.n_points, epochs=args.epochs,
+                                 warmup_epochs=args.warmup_epochs, on_update=save)
+    save(result)
+    print(format_train_table(result))
+    if args.plot is not None and result["rows"]:
+        plot_train_throughput(result, args.plot)
+    return 1 if result["failed"] else 0
+
+
+def cmd_time_to_quality(args) -> int:
+    from .time_to_quality import plot_time_to_quality, time_to_quality
+    recipes = _names(args.recipes, list(RECIPES), "recipes")
+    check_device(args.device)
+    out = check_output_dir(args.out)
+    json_path, png_path = os.path.join(out, "time_to_quality.json"), os.path.join(out, "time_to_quality.png")
+    for path in (json_path, png_path):
+        check_output_file(path)
+    from .metrics import swd_floor
+    floor = statistics.median(swd_floor("s_curve", args.n, seed=k) for k in range(args.draws))
+    report = {"device": args.device, "backend": args.backend, "draws": args.draws, "n": args.n,
+              "sampler": "ddpm, 100 steps", "swd_floor": floor, "curves": {}}
+
+    def save():
+        with atomic_path(json_path) as temp, open(temp, "w") as f:
+            json.dump(report, f, indent=2)
+
+    for name in recipes:
+        rows = report["curves"].setdefault(name, [])
+        _say(args, f"training recipe {name!r} on {args.device} ({args.backend}), scoring as it goes")
+
+        def on_point(row, rows=rows, name=name):
+            rows.append(row)
+            print(f"{name:5s} epoch {row['epoch']:5d}  {row['train_s']:8.1f} s  SWD {row['swd']:.2e}", flush=True)
+            save()
+        time_to_quality(RECIPES[name], device=args.device, backend=args.backend, draws=args.draws, n=args.n,
+                        on_point=on_point)
+    labels = {name: f"{name} recipe" for name in recipes}
+    plot_time_to_quality({labels[k]: v for k, v in report["curves"].items()}, png_path, bar=4.0e-3, floor=floor,
+                         title=f"time to quality on {args.device} ({args.backend}), median SWD of "
+                               f"{args.draws} x {args.n:,} samples, 100-step ddpm")
+    print(json.dumps({"json": json_path, "plot": png_path}, indent=2))
+    return 0
+
+
 def _sampler_specs(samplers: str, steps: str) -> list[dict]:
     """--sampler a,b --steps K,L: [{"sampler": a, "steps": K}, ...]; no --steps: the defaults."""
     from .samplers import SAMPLERS
@@ -570,10 +643,18 @@ def cmd_profile(args) -> int:
 
 def _train_parser(sub) -> None:
     defaults = {f.name: f.default for f in fields(TrainConfig)}
-    p = sub.add_parser("train", help="train a model with the original recipe (resumable)",
-                       description="Train with the original recipe. Ctrl-C (or SIGTERM) saves the last finished "
-                                   "epoch; --resume continues it bit for bit.", formatter_class=_HelpFormatter)
+    p = sub.add_parser("train", help="train a model: the original recipe, or a faster one (resumable)",
+                       description="Train a model. --recipe seed is the original script (bit for bit on the CPU "
+                                   "with --backend eager); fast reaches its quality in about a minute on 2 CPU "
+                                   "cores; best trains the bundled 'best' model. Flags override the recipe. "
+                                   "Ctrl-C (or SIGTERM) saves the last finished epoch; --resume continues it bit "
+                                   "for bit.", formatter_class=_HelpFormatter)
     # Training flags default to None so that --resume can tell which ones were given.
+    p.add_argument("--recipe", choices=list(RECIPES),
+                   help="the training recipe that the flags below override (default: seed)")
+    p.add_argument("--device", default="cpu", help="where to train: cpu, cuda, cuda:1, ...")
+    p.add_argument("--backend", default="eager", choices=TRAIN_BACKENDS,
+                   help="eager (the original loop), compile (torch.compile'd loss) or cudagraph (CUDA graphs)")
     p.add_argument("--dataset", choices=DATASETS, help=f"training data (default: {defaults['dataset']})")
     p.add_argument("--n-points", type=_positive_int, help=f"points in the dataset (default: {defaults['n_points']})")
     p.add_argument("--epochs", type=_non_negative_int,
@@ -588,6 +669,13 @@ def _train_parser(sub) -> None:
     p.add_argument("--snapshot-every", type=_non_negative_int,
                    help=f"epochs between sample snapshots, 0: none (default: {defaults['snapshot_every']})")
     p.add_argument("--seed", type=_non_negative_int, help=f"data and torch seed (default: {defaults['seed']})")
+    p.add_argument("--lr-schedule", choices=LR_SCHEDULES,
+                   help=f"learning rate over the run: constant, or cosine to 0 (default: {defaults['lr_schedule']})")
+    p.add_argument("--warmup-steps", type=_non_negative_int,
+                   help=f"optimizer steps of linear learning-rate warm-up (default: {defaults['warmup_steps']})")
+    p.add_argument("--ema-decay", type=float,
+                   help="decay of the weights' moving average that the checkpoint keeps, 0: none "
+                        f"(default: {defaults['ema_decay']})")
     p.add_argument("--out", default="runs/train", help="directory for checkpoint.pt, snapshots.pt and pictures")
     p.add_argument("--resume", action="store_true", help="continue the run saved in --out")
     p.add_argument("--overwrite", action="store_true", help="replace a checkpoint already in --out")
@@ -718,6 +806,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--priority", action="store_true",
                    help="most important rows first (eager fp32, then cudagraph/triton-fused in tf32, bf16, fp32)")
     p.set_defaults(func=cmd_bench)
+
+    p = command("bench-train", "throughput of the training backends: steps/s and samples/s per batch size")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    p.add_argument("--backends", default="eager,compile,cudagraph",
+                   help="comma-separated training backends (those that cannot run here are skipped)")
+    p.add_argument("--batch-sizes", default="128,1024", help="comma-separated batch sizes")
+    p.add_argument("--n-points", type=_positive_int, default=10_000, help="points in the dataset (an epoch)")
+    p.add_argument("--epochs", type=_positive_int, default=6, help="timed epochs per case (at least 2)")
+    p.add_argument("--warmup-epochs", type=_positive_int, default=2,
+                   help="untimed epochs first (compiling; cudagraph's first epoch runs eagerly, its second captures)")
+    p.add_argument("--json", help="write the results as JSON here (rewritten after every case)")
+    p.add_argument("--plot", help="write the samples/s vs batch size plot here (PNG)")
+    p.add_argument("--quiet", action="store_true", help="no status lines on stderr")
+    p.set_defaults(func=cmd_bench_train)
+
+    p = command("time-to-quality", "train recipes and plot sample quality (SWD) against training seconds")
+    p.add_argument("--recipes", default="seed,fast", help=f"comma-separated recipes: {', '.join(RECIPES)}")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    p.add_argument("--backend", default="eager", choices=TRAIN_BACKENDS, help="training backend")
+    p.add_argument("--draws", type=_positive_int, default=3, help="draws per score; the median is reported")
+    p.add_argument("--n", type=_at_least_2, default=10_000, help="samples per draw")
+    p.add_argument("--out", default="runs/time_to_quality", help="directory for the JSON and the picture")
+    p.add_argument("--quiet", action="store_true", help="no status lines on stderr")
+    p.set_defaults(func=cmd_time_to_quality)
 
     p = command("profile", "torch.profiler trace (Chrome JSON) and top kernels of one backend")
     _common(p, 10_000)

@@ -97,13 +97,31 @@ def diffusion_loss(model: nn.Module, x_0: torch.Tensor, schedule: Schedule,
         raise ValueError("x_0 is an empty batch: the loss of no points is undefined")
     check_model_steps(model, schedule.n_steps)
     t = antithetic_timesteps(x_0.shape[0], schedule.n_steps, x_0.device, generator)
+    e = _randn_like(x_0, generator)
+    return loss_from_draws(model, x_0, t, e, schedule)
+
+
+def loss_from_draws(model: nn.Module, x_0: torch.Tensor, t: torch.Tensor, e: torch.Tensor,
+                    schedule: Schedule) -> torch.Tensor:
+    """``diffusion_loss`` for given timesteps t [B] and noise e [B, 2], in the original's float32 order."""
     t = t.unsqueeze(-1)  # [B, 1]
     a = schedule.alphas_bar_sqrt[t]  # [B, 1]
     aml = schedule.one_minus_alphas_bar_sqrt[t]  # [B, 1]
-    e = _randn_like(x_0, generator)
     x = x_0 * a + e * aml  # [B, 2]
     output = model(x, t.squeeze(-1))  # [B, 2]
     return (e - output).square().mean()
+
+
+def weighted_loss(model: nn.Module, x_0: torch.Tensor, t: torch.Tensor, e: torch.Tensor, weight: torch.Tensor,
+                  alphas_bar_sqrt: torch.Tensor, one_minus_alphas_bar_sqrt: torch.Tensor) -> torch.Tensor:
+    """The loss of a padded batch: ``sum(weight * |e - model(x_t, t)|^2)``.
+
+    With weight = 1 / (2 * count) on a batch's rows and 0 on its padding this is the mean of
+    ``loss_from_draws`` over the real rows, at one fixed shape for every batch of an epoch
+    (what a compiled step or a captured graph needs).
+    """
+    x = x_0 * alphas_bar_sqrt[t].unsqueeze(-1) + e * one_minus_alphas_bar_sqrt[t].unsqueeze(-1)  # [B, 2]
+    return (weight.unsqueeze(-1) * (e - model(x, t)).square()).sum()
 
 
 def p_sample(model: nn.Module, x: torch.Tensor, t: int, betas: torch.Tensor,

@@ -17,6 +17,15 @@ DEFAULT_SAMPLERS = ("ddpm", "ddim", "dpm++2m", "unipc")
 DEFAULT_STEPS = (5, 10, 20, 50, 100)
 
 
+def median_swd(model, schedule, *, draws: int = 3, n: int = 10_000, dataset: str = "s_curve",
+               backend: str = "eager", **sampler) -> float:
+    """The quality bar's measure: median over seeds 0..draws-1 of the SWD of n samples to fresh data
+    (the tests' and the README's figure)."""
+    scores = [swd_report(sample(model, n, schedule=schedule, seed=draw, backend=backend, **sampler), dataset,
+                         seed=draw)["swd"] for draw in range(draws)]
+    return statistics.median(scores)
+
+
 def quality_sweep(model, schedule, samplers=DEFAULT_SAMPLERS, steps=DEFAULT_STEPS, *, n: int = 10_000,
                   draws: int = 3, dataset: str = "s_curve", backend: str = "auto", precision: str = "fp32",
                   device=None, seed: int = 0, on_row=None) -> list:

@@ -9,20 +9,20 @@ import torch
 import ddpm_fast as D
 from ddpm_fast.cli import main
 
-train_module = importlib.import_module("ddpm_fast.train")  # the module; ddpm_fast.train is the function
+train_steps = importlib.import_module("ddpm_fast.train_steps")
 TINY = ["--n-points", "300", "--batch-size", "128", "--snapshot-every", "1", "--seed", "3", "--quiet"]
 
 
 def _interrupt_at_batch(monkeypatch, batch: int, signum=signal.SIGINT):
     """Deliver a real signal to this process during batch ``batch`` (1-based) of the run."""
-    real_loss, calls = train_module.diffusion_loss, {"n": 0}
+    real_loss, calls = train_steps.loss_from_draws, {"n": 0}
 
     def loss_then_signal(*args, **kwargs):
         calls["n"] += 1
         if calls["n"] == batch:
             signal.raise_signal(signum)
         return real_loss(*args, **kwargs)
-    monkeypatch.setattr(train_module, "diffusion_loss", loss_then_signal)
+    monkeypatch.setattr(train_steps, "loss_from_draws", loss_then_signal)
 
 
 def _weights(path):
