@@ -5,6 +5,7 @@
 #                 at N = 4096: error against float64, wall and device time; kernel resources
 #   bench.json    the benchmark, most important rows first, rewritten after every row
 #   bench.png     its throughput plot
+#   (training)    `ddpm-fast bench-train` rows: in check.log as measured, and in summary.json
 #   auto_order.json  backends fastest first per precision (benchmarks/auto_order.py installs it)
 #   tests.xml, tests.log  pytest on CUDA with per-test timeouts
 #   check.log     everything the steps printed
@@ -37,29 +38,36 @@ step() {
   return $rc
 }
 failed=0
+work=$(mktemp -d)  # files beyond the 8 the device tool returns (folded into summary.json)
 if [ $dry = 1 ]; then
   export DDPM_FAST_DEVICE=cpu TRITON_INTERPRET=1
   step 120 measure python3 benchmarks/gpu_measure.py "$out" --dry-run || failed=1
   step 120 bench python3 -m ddpm_fast bench --device cpu --n 64,256 --backends eager,compile,cudagraph,triton-step,triton-fused \
     --precisions fp32,bf16 --sampler ddpm,dpm++2m --steps 100,10 --repeats 2 --warmup 0 --priority --json "$out/bench.json" --plot "$out/bench.png" || failed=1
+  step 120 train python3 -m ddpm_fast bench-train --device cpu --backends eager,compile,cudagraph --batch-sizes 128 \
+    --n-points 600 --epochs 2 --warmup-epochs 1 --json "$work/train_bench.json" || failed=1
   step 120 tests python3 -m pytest tests/test_gpu.py tests/test_errors.py -q -p no:cacheprovider -o timeout=60 \
     -rfE --durations=10 --junitxml="$out/tests.xml" || failed=1
 else
   export DDPM_FAST_DEVICE=cuda
   nvidia-smi >>"$log" 2>&1
-  step 170 measure python3 benchmarks/gpu_measure.py "$out"
+  step 145 measure python3 benchmarks/gpu_measure.py "$out"
   # The benchmark, most important first (--priority): N = 1e4 and 1e6, eager fp32, then
   # cudagraph and triton-fused in tf32 and bf16, then the rest; each case for the 100-step
   # ddpm and the 10-step DPM-Solver++(2M) side by side (samples/s compares them).
-  step 150 bench python3 -m ddpm_fast bench --device cuda --n 10000,1000000,1000 \
+  step 125 bench python3 -m ddpm_fast bench --device cuda --n 10000,1000000,1000 \
     --backends eager,compile,cudagraph,triton-step,triton-fused --precisions fp32,tf32,bf16 \
     --sampler ddpm,dpm++2m --steps 100,10 \
     --repeats 10 --priority --json "$out/bench.json" --plot "$out/bench.png"
-  step 130 tests python3 -m pytest tests/kernels tests/test_backends.py tests/test_gpu.py tests/test_errors.py \
+  # Training: steps/s per backend at the seed recipe's batch (128) and the fast recipe's (1024),
+  # cudagraph first; compile last (its first epoch compiles forward and backward).
+  step 75 train python3 -m ddpm_fast bench-train --device cuda --backends cudagraph,eager,compile \
+    --batch-sizes 128,1024 --epochs 6 --warmup-epochs 2 --json "$work/train_bench.json"
+  step 125 tests python3 -m pytest tests/kernels tests/test_backends.py tests/test_gpu.py tests/test_errors.py \
     tests/test_samplers.py \
     -q -p no:cacheprovider -o timeout=60 -rfE --durations=15 --junitxml="$out/tests.xml" \
     --deselect tests/kernels/test_compile.py::test_kernels_compile_for_sm90_within_budgets
 fi
 grep -v "^\[measure\]" "$log" | sed -n '/== tests/,/== tests exit/p' >"$out/tests.log"
-python3 benchmarks/summarize_gpu_check.py "$out" || failed=1
+python3 benchmarks/summarize_gpu_check.py "$out" "$work/train_bench.json" || failed=1
 exit $failed

@@ -49,13 +49,29 @@ def targets(bench):
     return out
 
 
+def train_targets(train):
+    """The issue's training goals from `bench-train` rows (steady-state epochs, extrapolated)."""
+    rows = {(r["backend"], r["batch_size"]): r for r in train.get("rows", [])}
+    out = {}
+    graph = rows.get(("cudagraph", 128))
+    out["seed recipe (316,000 steps, batch 128) on cudagraph, s (goal <= 60)"] = \
+        graph["seed_recipe_steps_s"] if graph else None
+    for backend in ("cudagraph", "compile"):
+        row, eager = rows.get((backend, 128)), rows.get(("eager", 128))
+        out[f"training steps/s, batch 128: {backend} over eager"] = \
+            eager["median_s"] / row["median_s"] if row and eager else None
+    fast = rows.get(("cudagraph", 1024))
+    out["fast recipe (600 epochs, batch 1024) on cudagraph, s"] = 600 * fast["median_s"] if fast else None
+    return out
+
+
 def _write(path, data):
     with open(path + ".tmp", "w") as f:
         json.dump(data, f, indent=2)
     os.replace(path + ".tmp", path)
 
 
-def main(out):
+def main(out, train_path=None):
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
     from ddpm_fast.bench import auto_order_from
     measure, bench = load(os.path.join(out, "measure.json")), load(os.path.join(out, "bench.json"))
@@ -68,6 +84,9 @@ def main(out):
                                      for k, v in items.items() if k.startswith("parity")},
                "targets": targets(bench) if bench and bench.get("rows") else None,
                "measure": measure, "bench": bench}
+    train = load(train_path) if train_path else None
+    summary["train_bench"] = train
+    summary["train_targets"] = train_targets(train) if train else None
     _write(os.path.join(out, "summary.json"), summary)
     if bench and bench.get("rows"):
         device_name = bench["environment"]["device_name"]
@@ -84,10 +103,13 @@ def main(out):
     if bench:
         from ddpm_fast.bench import format_table
         print(format_table(bench))
-    for name, value in (summary["targets"] or {}).items():
+    if train:
+        from ddpm_fast.bench_train import format_train_table
+        print(format_train_table(train))
+    for name, value in {**(summary["targets"] or {}), **(summary["train_targets"] or {})}.items():
         print(f"{name}: {'-' if value is None else f'{value:.2f}'}")
     return 0 if measure is not None else 1
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1]))
+    sys.exit(main(*sys.argv[1:3]))

@@ -63,8 +63,8 @@ def run_train_benchmark(device, backends, batch_sizes, n_points: int = 10_000, e
     device = torch.device(device)
     result = {"environment": environment(device), "n_points": n_points, "rows": [], "skipped": [], "failed": [],
               "seed_recipe_steps": SEED_RECIPE_STEPS}
-    for batch_size in batch_sizes:
-        for backend in backends:
+    for backend in backends:  # in the order given: most important first, for a sweep that may be cut short
+        for batch_size in batch_sizes:
             case = {"backend": backend, "batch_size": batch_size, "n_points": n_points,
                     "steps_per_epoch": len(batch_counts(n_points, batch_size))}
             reason = train_backend_unavailable(backend, device)

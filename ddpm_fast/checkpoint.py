@@ -21,7 +21,9 @@ from .schedule import Schedule, make_schedule
 
 FORMAT = "ddpm-fast-checkpoint"
 VERSION = 1
-PRETRAINED = "s_curve.pt"
+# The bundled models (README: how each was trained): the original recipe's, bit-reproducible,
+# and the best the package trains.
+PRETRAINED = {"seed": "s_curve.pt", "best": "best.pt"}
 
 
 def save_checkpoint(path, model: MLPDiffusion, schedule: Schedule, metadata: dict | None = None,
@@ -209,11 +211,20 @@ def load_train_state(path):
     return model, schedule, metadata, train_state
 
 
-def pretrained_path() -> str:
-    return str(resources.files("ddpm_fast") / "pretrained" / PRETRAINED)
+def pretrained_path(name: str = "seed") -> str:
+    if name not in PRETRAINED:
+        raise ValueError(f"unknown bundled model {name!r}; known: {', '.join(PRETRAINED)}")
+    return str(resources.files("ddpm_fast") / "pretrained" / PRETRAINED[name])
 
 
-def load_pretrained(device="cpu"):
-    """``(model, schedule)`` of the bundled S-curve model (see README for how it was trained)."""
-    model, schedule, _ = load_checkpoint(pretrained_path(), map_location=device)
+def load_pretrained(name: str = "seed", device="cpu"):
+    """``(model, schedule)`` of a bundled model: ``"seed"`` (the original recipe) or ``"best"``
+    (``ddpm-fast train --recipe best``; README). ``load_pretrained("cuda")``, a device first,
+    is the older signature and loads ``"seed"`` there."""
+    if name not in PRETRAINED and isinstance(name, (str, torch.device)) and device == "cpu":
+        try:
+            name, device = "seed", torch.device(name)
+        except RuntimeError:
+            pass  # neither a model nor a device: pretrained_path names the known models
+    model, schedule, _ = load_checkpoint(pretrained_path(name), map_location=device)
     return model, schedule

@@ -22,7 +22,7 @@ from . import __version__
 from ._checks import check_device, check_fits, format_bytes
 from ._io import atomic_path, check_output_dir, check_output_file, staged_outputs
 from .backends.compiled import COMPILE_MODES, set_compile_mode
-from .checkpoint import load_checkpoint, load_train_state, pretrained_path, save_checkpoint
+from .checkpoint import PRETRAINED, load_checkpoint, load_train_state, pretrained_path, save_checkpoint
 from .data import DATASETS, make_dataset
 from .schedule import SCHEDULE_KINDS
 from .train import LR_SCHEDULES, RECIPES, TrainConfig, snapshot_every_steps, train, training_bytes
@@ -99,8 +99,13 @@ def _say(args, message: str, always: bool = False) -> None:
         print(f"ddpm-fast {args.command}: {message}", file=sys.stderr, flush=True)
 
 
+def _checkpoint_path(checkpoint) -> str:
+    """--checkpoint: a file, or the name of a bundled model (default: seed)."""
+    return pretrained_path(checkpoint or "seed") if not checkpoint or checkpoint in PRETRAINED else checkpoint
+
+
 def _load(args):
-    path = args.checkpoint or pretrained_path()
+    path = _checkpoint_path(args.checkpoint)
     model, schedule, meta = load_checkpoint(path, map_location=args.device)
     return model, schedule, meta
 
@@ -427,10 +432,11 @@ def _evaluate_sweep(args) -> int:
 
 
 def cmd_tune_steps(args) -> int:
-    from .checkpoint import add_tuned_grid, pretrained_path
+    from .checkpoint import add_tuned_grid
     from .tuning import tune_grid
-    source = args.checkpoint or pretrained_path()
-    out = args.out or args.checkpoint or os.path.join("runs", "tune-steps", "checkpoint.pt")
+    source = _checkpoint_path(args.checkpoint)
+    own_file = args.checkpoint if args.checkpoint not in (None, *PRETRAINED) else None  # never a bundled one
+    out = args.out or own_file or os.path.join("runs", "tune-steps", "checkpoint.pt")
     check_output_dir(os.path.dirname(out) or ".")
     check_output_file(out)
     model, schedule, _ = _load(args)
@@ -723,7 +729,8 @@ def _sampler_kwargs(args) -> dict:
 
 def _common(p, n_default, backend=True, n_type=_positive_int, sampler=None):
     sampler = backend if sampler is None else sampler
-    p.add_argument("--checkpoint", help="checkpoint file (default: the bundled S-curve model)")
+    p.add_argument("--checkpoint", help="checkpoint file, or a bundled model: seed (the default: the original "
+                                        "recipe) or best")
     p.add_argument("--device", type=_device, default="cuda" if torch.cuda.is_available() else "cpu",
                    help="where to sample: cpu, cuda or cuda:N")
     p.add_argument("--seed", type=_non_negative_int, default=0, help="seed of the sampler's noise")
