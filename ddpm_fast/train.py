@@ -14,6 +14,7 @@ as in Ho et al. 2020's EMA of 0.9999), measured in the README.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import math
@@ -160,6 +161,9 @@ def _resumable_config(config: TrainConfig, saved: dict) -> None:
     saved = {**defaults, **saved}  # a run saved before a field existed had its default
     differ = [f"{k}: {saved[k]!r} in the checkpoint, {ours[k]!r} now" for k in ours
               if k != "epochs" and saved[k] != ours[k]]
+    if ours["lr_schedule"] == "cosine" and saved["epochs"] != ours["epochs"]:
+        differ.append(f"epochs: {saved['epochs']} in the checkpoint, {ours['epochs']} now (the cosine schedule "
+                      "is laid out over the run's epochs: another total would change the steps already taken)")
     if differ:
         raise ValueError("cannot resume with a different training config: " + "; ".join(differ))
 
@@ -206,18 +210,34 @@ def _warn_if_not_reproducible(state: dict) -> None:
                       "one uninterrupted run", RuntimeWarning, stacklevel=3)
 
 
-def _epoch_end_state(models, optimizer, generator) -> dict:
-    """Copies of what an interrupted epoch would otherwise corrupt (kept in memory, ~1 MB)."""
-    rng = torch.get_rng_state() if generator is None else generator.get_state()
-    return {"models": [copy.deepcopy(m.state_dict()) for m in models],
-            "optimizer": copy.deepcopy(optimizer.state_dict()), "rng": rng}
+class _EpochEndCopy:
+    """The weights, EMA and Adam state at the end of the last finished epoch, kept to drop an
+    interrupted one: copied into preallocated tensors (one foreach copy, no host sync), restored
+    in place (so captured CUDA graphs keep their addresses)."""
 
+    def __init__(self, models, optimizer, generator):
+        self.models, self.optimizer, self.generator = models, optimizer, generator
+        self.saved, self.rng = None, None
 
-def _restore(last: dict, models, optimizer, generator) -> None:
-    for model, state in zip(models, last["models"]):
-        model.load_state_dict(state)
-    optimizer.load_state_dict(last["optimizer"])
-    _set_rng(generator, last["rng"])
+    def _tensors(self) -> list:
+        state = [v for s in self.optimizer.state.values() for v in s.values() if isinstance(v, torch.Tensor)]
+        return [p.data for m in self.models for p in m.parameters()] + state
+
+    def save(self) -> None:
+        tensors = self._tensors()
+        if self.saved is None or len(self.saved) != len(tensors):  # Adam creates its state at the first step
+            self.saved = [t.detach().clone() for t in tensors]
+        else:
+            torch._foreach_copy_(self.saved, tensors)
+        self.rng = torch.get_rng_state() if self.generator is None else self.generator.get_state()
+
+    def restore(self) -> None:
+        tensors = self._tensors()
+        if len(tensors) != len(self.saved):  # stopped in the first epoch: Adam had no state yet
+            self.optimizer.state.clear()
+            tensors = self._tensors()
+        torch._foreach_copy_(tensors, self.saved)
+        _set_rng(self.generator, self.rng)
 
 
 def _set_rng(generator, state: torch.Tensor) -> None:
@@ -247,7 +267,7 @@ def _resume_into(result: TrainResult, resume, generator, device: torch.device) -
         result.model.load_state_dict(saved_model.state_dict())
         if result.train_model is not result.model:
             result.train_model.load_state_dict(state.get("train_model") or saved_model.state_dict())
-        result.optimizer.load_state_dict(state["optimizer_state"])
+        result.optimizer.load_state_dict(copy.deepcopy(state["optimizer_state"]))  # the caller's stays its own
         _set_rng(generator, state["rng_state"])
     except (KeyError, TypeError, ValueError, RuntimeError) as err:
         raise ValueError(f"the training state to resume is damaged: {type(err).__name__}: "
@@ -303,7 +323,7 @@ def train(config: TrainConfig = TrainConfig(), dataset: torch.Tensor | None = No
     torch.manual_seed(config.seed)
     model = MLPDiffusion(config.n_steps, config.num_units).to(device)  # built from the global RNG, as the original
     ema = copy.deepcopy(model) if config.ema_decay else None
-    optimizer = make_optimizer(model, config.lr, device)
+    optimizer = make_optimizer(model, config.lr, device, capturable=backend == "cudagraph")
     generator = None if device.type == "cpu" else torch.Generator(device).manual_seed(config.seed)
     result = TrainResult(ema or model, schedule, config, optimizer=optimizer, train_model=model, device=str(device),
                          backend=backend, pending=LossReader(device))
@@ -315,10 +335,22 @@ def train(config: TrainConfig = TrainConfig(), dataset: torch.Tensor | None = No
     steps = TrainSteps(model, ema, optimizer, rates, config.clip_norm, config.ema_decay, schedule, draws)
     runner = RUNNERS[backend](steps)
     models = [model] if ema is None else [model, ema]
-    snapshot_shape = (config.snapshot_points or dataset.shape[0], 2)
-    last = _epoch_end_state(models, optimizer, generator)
-    result.rng_state = last["rng"]
+    last = _EpochEndCopy(models, optimizer, generator)
+    last.save()
+    result.rng_state = last.rng
 
+    with torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext():
+        # events, streams and graph captures below are made on the current CUDA device: this one
+        _train_epochs(result, runner, steps, draws, dataset, generator, last, progress, should_stop, on_epoch_end)
+    result.compile_s = getattr(runner, "compile_s", None) or getattr(runner, "capture_s", 0.0)
+    return result
+
+
+def _train_epochs(result: TrainResult, runner, steps, draws, dataset, generator, last, progress, should_stop,
+                  on_epoch_end) -> None:
+    config, schedule, device = result.config, result.schedule, dataset.device
+    n_batches = len(draws.counts)
+    snapshot_shape = (config.snapshot_points or dataset.shape[0], 2)
     start = time.perf_counter() - result.wall_time_s
     epochs = range(result.epochs_done, config.epochs)
     for epoch in tqdm(epochs, desc="train", unit="epoch", disable=not progress, initial=result.epochs_done,
@@ -330,20 +362,17 @@ def train(config: TrainConfig = TrainConfig(), dataset: torch.Tensor | None = No
         steps.loss_sum.zero_()
         steps.set_step(epoch * n_batches)
         if not runner.run_epoch(epoch * n_batches, should_stop):  # back to the last finished epoch
-            _restore(last, models, optimizer, generator)
-            _learning_rate_on(optimizer, device)
+            last.restore()
             result.interrupted = True
             break
         result.finished_losses.extend(result.pending.push(steps.loss_sum, n_batches))
         if config.snapshot_every and epoch % config.snapshot_every == 0:
             result.snapshots[epoch] = _snapshot(result.model, schedule, config, snapshot_shape, epoch, device)
             log.info("epoch %d: loss %.5f", epoch, result.losses[-1])
-        last = _epoch_end_state(models, optimizer, generator)
-        result.rng_state = last["rng"]
+        last.save()
+        result.rng_state = last.rng
         result.wall_time_s = time.perf_counter() - start
         if on_epoch_end is not None:
             on_epoch_end(result)
     result.losses  # reads the last epochs back from the GPU  # noqa: B018
     result.wall_time_s = time.perf_counter() - start
-    result.compile_s = getattr(runner, "compile_s", None) or getattr(runner, "capture_s", 0.0)
-    return result

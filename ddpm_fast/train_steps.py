@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 import time
 import types
+import warnings
 from collections import deque
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -222,7 +223,9 @@ class EagerRunner:
 
 class CompiledRunner(EagerRunner):
     """The padded loss compiled once (Dynamo traces forward, AOTAutograd the backward); the
-    optimizer step stays eager. One shape for every batch: no recompiles."""
+    optimizer step stays eager. One shape for every batch: no recompiles. Bit-reproducible on
+    the CPU (deterministic algorithms); on CUDA Inductor's atomic adds in the embedding gradient
+    make runs (and resumed runs) agree to float tolerance only."""
 
     def __init__(self, steps: TrainSteps):
         super().__init__(steps)
@@ -279,8 +282,9 @@ class GraphRunner:
         d = self.steps.draws
         for start in range(0, len(d.counts), self.chunk):
             length = min(self.chunk, len(d.counts) - start)
-            for name in ("x_0", "t", "eps", "weight"):
-                getattr(self.buffers, name)[:length].copy_(getattr(d, name)[start:start + length])
+            if self.buffers is not d:  # an epoch of several chunks: this one's batches into the static buffers
+                for name in ("x_0", "t", "eps", "weight"):
+                    getattr(self.buffers, name)[:length].copy_(getattr(d, name)[start:start + length])
             if length not in self.graphs:
                 self.graphs[length] = self._capture(length)
             self.graphs[length].replay()
@@ -292,13 +296,17 @@ class GraphRunner:
         s, d = self.steps, self.steps.draws
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
+        with torch.cuda.stream(side), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*capturable=True.*")  # outside a capture, on purpose
             for i in range(len(d.counts)):
                 s.update(s.padded_loss(i), None)
         torch.cuda.current_stream().wait_stream(side)
         n = self.chunk
-        self.buffers = EpochDraws(d.x_0[:n].clone(), d.t[:n].clone(), d.eps[:n].clone(), d.weight[:n].clone(),
-                                  d.counts[:n])
+        if n == len(d.counts):  # one graph per epoch reads the epoch's draws, written in place
+            self.buffers = d
+        else:
+            self.buffers = EpochDraws(d.x_0[:n].clone(), d.t[:n].clone(), d.eps[:n].clone(), d.weight[:n].clone(),
+                                      d.counts[:n])
 
     def _capture(self, length: int) -> torch.cuda.CUDAGraph:
         start = time.perf_counter()
@@ -319,12 +327,14 @@ class GraphRunner:
 RUNNERS = {"eager": EagerRunner, "compile": CompiledRunner, "cudagraph": GraphRunner}
 
 
-def make_optimizer(model: nn.Module, lr: float, device: torch.device) -> torch.optim.Optimizer:
-    """Adam as the original builds it on the CPU; on CUDA capturable, with the rate a device tensor,
-    so one optimizer serves eager, compiled and captured steps alike."""
+def make_optimizer(model: nn.Module, lr: float, device: torch.device, capturable: bool = False) -> torch.optim.Optimizer:
+    """Adam as the original builds it on the CPU. On CUDA the fused kernel (one launch per step),
+    with the rate a device tensor the schedule writes in place; ``capturable`` for CUDA graphs.
+    The fused kernel ignores ``capturable`` (its step counts live on the device either way), so
+    eager, compiled and captured steps run the same update."""
     if device.type == "cuda":
-        return torch.optim.Adam(model.parameters(), lr=torch.tensor(lr, device=device), capturable=True,
-                                foreach=True)
+        return torch.optim.Adam(model.parameters(), lr=torch.tensor(lr, device=device), fused=True,
+                                capturable=capturable)
     return torch.optim.Adam(model.parameters(), lr=lr)
 
 

@@ -113,7 +113,7 @@ def test_profile_cli_on_cuda(tmp_path, capsys):
 TRAIN_PARITY = D.TrainConfig(n_points=2500, epochs=10, snapshot_every=0, seed=5)  # 20 steps an epoch: 200 steps
 
 
-@pytest.mark.parametrize("backend", ["eager", "cudagraph"])
+@pytest.mark.parametrize("backend", ["eager", "cudagraph", "compile"])
 def test_no_host_sync_in_training(backend):
     """Epochs 3 and 4 (cudagraph: replays; its first epoch warms up, its second captures) run under
     sync_debug_mode('error'); the loss is read one epoch late, through an event."""

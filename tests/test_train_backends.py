@@ -124,10 +124,36 @@ def test_interrupted_fast_recipe_resumes_bit_for_bit(backend):
         return calls["n"] == 2 * 10 + 3  # 10 batches an epoch: step 3 of the third epoch
     cut = D.train(config, progress=False, backend=backend, should_stop=stop_in_epoch_3)
     assert cut.interrupted and cut.epochs_done == 2
-    resumed = D.train(config, progress=False, backend=backend, resume=(cut.model, cut.train_state()))
+    state = cut.train_state()
+    exp_avg = state["optimizer_state"]["state"][0]["exp_avg"].clone()
+    resumed = D.train(config, progress=False, backend=backend, resume=(cut.model, state))
     assert _max_weight_diff(resumed.model, whole.model) == 0
     assert _max_weight_diff(resumed.train_model, whole.train_model) == 0
     assert resumed.losses == whole.losses
+    assert torch.equal(state["optimizer_state"]["state"][0]["exp_avg"], exp_avg)  # the caller's state is its own
+
+
+def test_stop_in_the_first_epoch_then_resume_equals_one_run():
+    """Adam has no state before its first step: a stop in epoch 0 must take it back to none."""
+    config = D.TrainConfig(n_points=300, batch_size=64, epochs=2, snapshot_every=0, seed=8)
+    whole = D.train(config, progress=False)
+    calls = {"n": 0}
+
+    def stop_at_step_2():
+        calls["n"] += 1
+        return calls["n"] == 2
+    cut = D.train(config, progress=False, should_stop=stop_at_step_2)
+    assert cut.interrupted and cut.epochs_done == 0 and not cut.optimizer.state
+    state = cut.train_state()
+    resumed = D.train(config, progress=False, resume=(cut.model, state))
+    assert _max_weight_diff(resumed.model, whole.model) == 0
+
+
+def test_resume_refuses_to_stretch_a_cosine_schedule():
+    config = D.TrainConfig(n_points=300, epochs=2, snapshot_every=0, lr_schedule="cosine")
+    result = D.train(config, progress=False)
+    with pytest.raises(ValueError, match="the cosine schedule is laid out over the run's epochs"):
+        D.train(replace(config, epochs=4), progress=False, resume=(result.model, result.train_state()))
 
 
 def test_fast_recipe_reaches_the_seed_recipes_quality():
