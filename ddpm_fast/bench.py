@@ -174,9 +174,15 @@ _COLUMNS = (
 )
 
 
+def join_columns(cells, columns, left: int) -> str:
+    """One table line: the first ``left`` cells left-aligned, the numbers right-aligned, each to its
+    column's width, two spaces apart."""
+    return "  ".join(cell.ljust(width) if k < left else cell.rjust(width)
+                     for k, (cell, (_, width, _)) in enumerate(zip(cells, columns))).rstrip()
+
+
 def _join(cells) -> str:
-    return "  ".join(cell.ljust(width) if k < 3 else cell.rjust(width)
-                     for k, (cell, (_, width, _)) in enumerate(zip(cells, _COLUMNS))).rstrip()
+    return join_columns(cells, _COLUMNS, left=3)
 
 
 def format_row(r: dict) -> str:
@@ -216,29 +222,22 @@ def format_table(result: dict) -> str:
              + ", ".join(f"{p} {v:.2f}" for p, v in result["matmul_ceiling_tflops"].items()),
              _join(header for header, _, _ in _COLUMNS)]
     lines += [format_row(r) for r in result["rows"]]
-    for s in result["skipped"]:
-        lines.append(f"skipped {s['backend']} {s['precision']} {s.get('sampler', 'ddpm')} N={s['n']}: {s['reason']}")
-    for f in result["failed"]:
-        lines.append(f"FAILED {f['backend']} {f['precision']} {f.get('sampler', 'ddpm')} N={f['n']}: {f['error']}")
+    lines += skipped_and_failed(result, lambda c: f"{c['backend']} {c['precision']} {c.get('sampler', 'ddpm')} N={c['n']}")
     return "\n".join(lines)
 
 
+def skipped_and_failed(result: dict, describe) -> list:
+    """The table's last lines: each case that could not run, with why, and each that raised."""
+    return ([f"skipped {describe(c)}: {c['reason']}" for c in result["skipped"]]
+            + [f"FAILED {describe(c)}: {c['error']}" for c in result["failed"]])
+
+
 def plot_throughput(result: dict, path) -> str:
-    from .plotting import plt, _save
-    fig, ax = plt.subplots(figsize=(6, 4))
-    keys = sorted({(r["backend"], r["precision"], r.get("sampler", "ddpm"), r.get("steps", 0)) for r in result["rows"]})
-    for backend, precision, sampler, steps in keys:
-        pts = sorted((r["n"], r["n"] / r["median_s"]) for r in result["rows"]
-                     if (r["backend"], r["precision"], r.get("sampler", "ddpm"), r.get("steps", 0))
-                     == (backend, precision, sampler, steps))
-        ax.plot(*zip(*pts), marker="o", label=f"{backend} ({precision}), {sampler} {steps} steps")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("N (points)")
-    ax.set_ylabel("samples per second")
+    from .plotting import plot_log_log
+    curves = {}
+    for r in result["rows"]:
+        label = f"{r['backend']} ({r['precision']}), {r.get('sampler', 'ddpm')} {r.get('steps', 0)} steps"
+        curves.setdefault(label, []).append((r["n"], r["n"] / r["median_s"]))
     env = result["environment"]
-    ax.set_title(f"sampling throughput, T = {result['n_steps']}: {env['device_name']}, torch {env['torch']}",
-                 fontsize=9)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
-    return _save(fig, path)
+    return plot_log_log(dict(sorted(curves.items())), path, "N (points)", "samples per second",
+                        f"sampling throughput, T = {result['n_steps']}: {env['device_name']}, torch {env['torch']}")

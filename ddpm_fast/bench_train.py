@@ -13,7 +13,7 @@ import time
 
 import torch
 
-from .bench import _sync, environment
+from .bench import _sync, environment, join_columns, skipped_and_failed
 from .train import RECIPES, TrainConfig, train
 from .train_steps import batch_counts, train_backend_unavailable
 
@@ -80,9 +80,11 @@ def run_train_benchmark(device, backends, batch_sizes, n_points: int = 10_000, e
                     result["failed"].append({**case, "error": f"{type(err).__name__}: {err}"[:500]})
                 else:
                     steps_per_s = case["steps_per_epoch"] / stats["median_s"]
+                    seed_batch = batch_size == RECIPES["seed"].batch_size  # its 316,000 steps are of this batch
                     result["rows"].append({**case, **stats, "steps_per_s": steps_per_s,
                                            "samples_per_s": n_points / stats["median_s"],
-                                           "seed_recipe_steps_s": SEED_RECIPE_STEPS / steps_per_s})
+                                           "seed_recipe_steps_s": SEED_RECIPE_STEPS / steps_per_s if seed_batch
+                                           else None})
             if on_update:
                 on_update(result)
     return result
@@ -98,46 +100,31 @@ _COLUMNS = (
     ("warm-up s", 9, lambda r: f"{r['warmup_s']:.2f}"),
     ("steps/s", 9, lambda r: f"{r['steps_per_s']:,.0f}"),
     ("ksample/s", 9, lambda r: f"{r['samples_per_s'] / 1e3:,.0f}"),
-    ("316k steps s", 12, lambda r: f"{r['seed_recipe_steps_s']:,.1f}"),
+    ("316k steps s", 12, lambda r: "-" if r["seed_recipe_steps_s"] is None else f"{r['seed_recipe_steps_s']:,.1f}"),
 )
 
 
-def _join(cells) -> str:
-    return "  ".join(cell.ljust(width) if k < 1 else cell.rjust(width)
-                     for k, (cell, (_, width, _)) in enumerate(zip(cells, _COLUMNS))).rstrip()
-
-
 def format_train_row(r: dict) -> str:
-    return _join(cell(r) for _, _, cell in _COLUMNS)
+    return join_columns((cell(r) for _, _, cell in _COLUMNS), _COLUMNS, left=1)
 
 
 def format_train_table(result: dict) -> str:
     env = result["environment"]
     lines = [f"device {env['device_name']} | torch {env['torch']} | {env['threads']} threads | "
-             f"{result['n_points']:,} points | timed epochs between "
-             + ("CUDA events" if env["device"].startswith("cuda") else "host clock")
-             + f" | '316k steps s': the seed recipe's {result['seed_recipe_steps']:,} steps at this rate",
-             _join(header for header, _, _ in _COLUMNS)]
+             f"{result['n_points']:,} points | epoch times from "
+             + ("CUDA events" if env["device"].startswith("cuda") else "the host clock")
+             + f" | '316k steps s': the seed recipe's {result['seed_recipe_steps']:,} steps (batch 128) at this rate",
+             join_columns((header for header, _, _ in _COLUMNS), _COLUMNS, left=1)]
     lines += [format_train_row(r) for r in result["rows"]]
-    for s in result["skipped"]:
-        lines.append(f"skipped {s['backend']} batch {s['batch_size']}: {s['reason']}")
-    for f in result["failed"]:
-        lines.append(f"FAILED {f['backend']} batch {f['batch_size']}: {f['error']}")
+    lines += skipped_and_failed(result, lambda c: f"{c['backend']} batch {c['batch_size']}")
     return "\n".join(lines)
 
 
 def plot_train_throughput(result: dict, path) -> str:
-    from .plotting import plt, _save
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for backend in sorted({r["backend"] for r in result["rows"]}):
-        pts = sorted((r["batch_size"], r["samples_per_s"]) for r in result["rows"] if r["backend"] == backend)
-        ax.plot(*zip(*pts), marker="o", label=backend)
-    ax.set_xscale("log", base=2)
-    ax.set_yscale("log")
-    ax.set_xlabel("batch size")
-    ax.set_ylabel("training samples per second")
+    from .plotting import plot_log_log
+    curves = {}
+    for r in result["rows"]:
+        curves.setdefault(r["backend"], []).append((r["batch_size"], r["samples_per_s"]))
     env = result["environment"]
-    ax.set_title(f"training throughput: {env['device_name']}, torch {env['torch']}", fontsize=9)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
-    return _save(fig, path)
+    return plot_log_log(curves, path, "batch size", "training samples per second",
+                        f"training throughput: {env['device_name']}, torch {env['torch']}", x_base=2)

@@ -78,6 +78,16 @@ _non_negative_int = _int_at_least(0)
 _at_least_2 = _int_at_least(2, " (SWD and MMD compare clouds of points)")
 
 
+def _ema_decay(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1) (0: no EMA), got {text}")
+    return value
+
+
 def _device(text: str) -> str:
     """cpu, cuda or cuda:N, checked against this machine (a missing GPU is said as such)."""
     try:
@@ -101,7 +111,12 @@ def _say(args, message: str, always: bool = False) -> None:
 
 def _checkpoint_path(checkpoint) -> str:
     """--checkpoint: a file, or the name of a bundled model (default: seed)."""
-    return pretrained_path(checkpoint or "seed") if not checkpoint or checkpoint in PRETRAINED else checkpoint
+    if not checkpoint or checkpoint in PRETRAINED:
+        return pretrained_path(checkpoint or "seed")
+    if not os.path.exists(checkpoint):
+        raise FileNotFoundError(f"checkpoint {checkpoint!r} does not exist (the bundled models are named "
+                                f"{', '.join(PRETRAINED)})")
+    return checkpoint
 
 
 def _load(args):
@@ -155,14 +170,22 @@ def _load_snapshots(path: str) -> dict:
     return snapshots
 
 
-def _prepare_train(args):
-    """(out, config, resume) with every path and flag checked before any training."""
-    ckpt = os.path.join(args.out, "checkpoint.pt")
+def _train_device_and_backend(args, device: str, backend: str) -> torch.device:
+    """--device and --backend, or the given defaults (a resumed run's own); checked before any work."""
+    args.device = args.device or device
+    args.backend = args.backend or backend
     device = check_device(args.device)
     reason = train_backend_unavailable(args.backend, device)
     if reason is not None:
         raise RuntimeError(f"cannot train with backend {args.backend!r}: {reason}")
+    return device
+
+
+def _prepare_train(args):
+    """(out, config, resume) with every path and flag checked before any training."""
+    ckpt = os.path.join(args.out, "checkpoint.pt")
     if not args.resume:
+        device = _train_device_and_backend(args, "cpu", "eager")
         config = _train_config(args, RECIPES[args.recipe or "seed"])
         check_fits(training_bytes(config), device, "this training run",
                    "use a smaller --n-points, --num-units or --n-steps")
@@ -175,7 +198,8 @@ def _prepare_train(args):
         raise ValueError("--resume continues the checkpoint in --out and --overwrite replaces it: pass one")
     if args.recipe is not None:
         raise ValueError("--resume continues the run with its own recipe: leave out --recipe")
-    model, _, _, state = load_train_state(ckpt)  # before creating anything: the run must exist
+    model, _, meta, state = load_train_state(ckpt)  # before creating anything: the run must exist
+    _train_device_and_backend(args, meta.get("device", "cpu"), meta.get("backend", "eager"))  # the run's own
     out = check_output_dir(args.out)
     try:
         saved = TrainConfig(**state["config"])
@@ -245,7 +269,7 @@ def cmd_train(args) -> int:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    written = [ckpt]
+    written = [ckpt] + ([os.path.join(out, "snapshots.pt")] if result.snapshots else [])
     if result.losses:
         _say(args, "drawing the loss curve" + (" and the last snapshot" if result.snapshots else ""))
         written.append(plot_loss(result.losses, os.path.join(out, "loss.png")))
@@ -494,6 +518,32 @@ def _names(text: str, known, what: str) -> list[str]:
     return names
 
 
+def _saver(args, format_row):
+    """``save(result)`` for a benchmark sweep: prints the rows not yet printed and rewrites --json,
+    after every case, so a sweep cut short keeps what it measured."""
+    reported = {"rows": 0}
+
+    def save(result):
+        for row in result["rows"][reported["rows"]:]:
+            print(format_row(row), flush=True)
+        reported["rows"] = len(result["rows"])
+        if args.json:
+            with atomic_path(args.json) as temp, open(temp, "w") as f:
+                json.dump(result, f, indent=2)
+    return save
+
+
+def _report(args, result, save, format_table, plot) -> int:
+    """A finished sweep: saved, printed as a table, drawn to --plot; exit 1 if a case raised."""
+    save(result)
+    print(format_table(result))
+    if args.plot is not None and result["rows"]:
+        plot(result, args.plot)
+    elif args.plot is not None:
+        _say(args, f"nothing was measured: {args.plot} not written", always=True)
+    return 1 if result["failed"] else 0
+
+
 def cmd_bench(args) -> int:
     from .backends import PRECISIONS, backend_names
     from .bench import format_row, format_table, plot_throughput, priority_cases, run_benchmark
@@ -509,26 +559,13 @@ def cmd_bench(args) -> int:
     from .samplers import make_plan
     for spec in samplers:  # each sampler and steps fit this model, before any timing
         make_plan(schedule, spec["sampler"], spec["steps"], tuned_grids=model.tuned_grids)
-    reported = {"rows": 0}
-
-    def save(result):  # after every combination, so a sweep cut short keeps what it measured
-        for row in result["rows"][reported["rows"]:]:
-            print(format_row(row), flush=True)
-        reported["rows"] = len(result["rows"])
-        if args.json:
-            with atomic_path(args.json) as temp, open(temp, "w") as f:
-                json.dump(result, f, indent=2)
-
+    save = _saver(args, format_row)
     _say(args, f"timing {len(backends)} backend(s) x {len(precisions)} precision(s) x {len(ns)} N "
                f"({args.warmup} warm-up and {args.repeats} timed calls each, after a matmul ceiling)")
     result = run_benchmark(model, schedule, args.device, ns, backends, precisions, repeats=args.repeats,
                            warmup=args.warmup, on_update=save, samplers=samplers,
                            cases=priority_cases(ns, backends, precisions) if args.priority else None)
-    save(result)
-    print(format_table(result))
-    if args.plot is not None and result["rows"]:
-        plot_throughput(result, args.plot)
-    return 1 if result["failed"] else 0
+    return _report(args, result, save, format_table, plot_throughput)
 
 
 def cmd_bench_train(args) -> int:
@@ -539,31 +576,20 @@ def cmd_bench_train(args) -> int:
     _check_json_and_plot(args)
     if args.epochs < 2:
         raise ValueError("--epochs must be at least 2: the times are between consecutive epochs")
-    reported = {"rows": 0}
-
-    def save(result):  # after every case, so a sweep cut short keeps what it measured
-        for row in result["rows"][reported["rows"]:]:
-            print(format_train_row(row), flush=True)
-        reported["rows"] = len(result["rows"])
-        if args.json:
-            with atomic_path(args.json) as temp, open(temp, "w") as f:
-                json.dump(result, f, indent=2)
-
+    save = _saver(args, format_train_row)
     _say(args, f"timing {len(backends)} training backend(s) x {len(batch_sizes)} batch size(s) on {args.device} "
                f"({args.warmup_epochs} warm-up and {args.epochs} timed epochs of {args.n_points:,} points each)")
     result = run_train_benchmark(args.device, backends, batch_sizes, n_points=args.n_points, epochs=args.epochs,
                                  warmup_epochs=args.warmup_epochs, on_update=save)
-    save(result)
-    print(format_train_table(result))
-    if args.plot is not None and result["rows"]:
-        plot_train_throughput(result, args.plot)
-    return 1 if result["failed"] else 0
+    return _report(args, result, save, format_train_table, plot_train_throughput)
 
 
 def cmd_time_to_quality(args) -> int:
     from .time_to_quality import plot_time_to_quality, time_to_quality
     recipes = _names(args.recipes, list(RECIPES), "recipes")
-    check_device(args.device)
+    reason = train_backend_unavailable(args.backend, check_device(args.device))
+    if reason is not None:
+        raise RuntimeError(f"cannot train with backend {args.backend!r}: {reason}")
     out = check_output_dir(args.out)
     json_path, png_path = os.path.join(out, "time_to_quality.json"), os.path.join(out, "time_to_quality.png")
     for path in (json_path, png_path):
@@ -647,24 +673,35 @@ def cmd_profile(args) -> int:
     return 0
 
 
+def _recipe_values(name: str) -> str:
+    """A training flag's default in --help: its value, or each recipe's where they differ."""
+    values = [str(getattr(recipe, name)) for recipe in RECIPES.values()]
+    if len(set(values)) == 1:
+        return values[0]
+    return ", ".join(f"{recipe} {value}" for recipe, value in zip(RECIPES, values))
+
+
 def _train_parser(sub) -> None:
-    defaults = {f.name: f.default for f in fields(TrainConfig)}
+    defaults = {f.name: _recipe_values(f.name) for f in fields(TrainConfig)}
     p = sub.add_parser("train", help="train a model: the original recipe, or a faster one (resumable)",
                        description="Train a model. --recipe seed is the original script (bit for bit on the CPU "
-                                   "with --backend eager); fast reaches its quality in about a minute on 2 CPU "
+                                   "with --backend eager); fast reaches its quality in about 30 s on 2 CPU "
                                    "cores; best trains the bundled 'best' model. Flags override the recipe. "
                                    "Ctrl-C (or SIGTERM) saves the last finished epoch; --resume continues it bit "
                                    "for bit.", formatter_class=_HelpFormatter)
     # Training flags default to None so that --resume can tell which ones were given.
     p.add_argument("--recipe", choices=list(RECIPES),
                    help="the training recipe that the flags below override (default: seed)")
-    p.add_argument("--device", default="cpu", help="where to train: cpu, cuda, cuda:1, ...")
-    p.add_argument("--backend", default="eager", choices=TRAIN_BACKENDS,
-                   help="eager (the original loop), compile (torch.compile'd loss) or cudagraph (CUDA graphs)")
+    p.add_argument("--device", type=_device, help="where to train: cpu, cuda or cuda:N (default: cpu; with --resume, "
+                                                   "the run's own)")
+    p.add_argument("--backend", choices=TRAIN_BACKENDS,
+                   help="eager (the original loop), compile (torch.compile'd loss) or cudagraph (CUDA graphs) "
+                        "(default: eager; with --resume, the run's own)")
     p.add_argument("--dataset", choices=DATASETS, help=f"training data (default: {defaults['dataset']})")
     p.add_argument("--n-points", type=_positive_int, help=f"points in the dataset (default: {defaults['n_points']})")
     p.add_argument("--epochs", type=_non_negative_int,
-                   help=f"epochs in all; with --resume, the new total (default: {defaults['epochs']})")
+                   help="epochs in all; with --resume, the new total (not for a cosine schedule, which is laid "
+                        f"out over the run) (default: {defaults['epochs']})")
     p.add_argument("--batch-size", type=_positive_int,
                    help=f"points per optimizer step (default: {defaults['batch_size']})")
     p.add_argument("--lr", type=float, help=f"Adam learning rate (default: {defaults['lr']})")
@@ -679,7 +716,7 @@ def _train_parser(sub) -> None:
                    help=f"learning rate over the run: constant, or cosine to 0 (default: {defaults['lr_schedule']})")
     p.add_argument("--warmup-steps", type=_non_negative_int,
                    help=f"optimizer steps of linear learning-rate warm-up (default: {defaults['warmup_steps']})")
-    p.add_argument("--ema-decay", type=float,
+    p.add_argument("--ema-decay", type=_ema_decay,
                    help="decay of the weights' moving average that the checkpoint keeps, 0: none "
                         f"(default: {defaults['ema_decay']})")
     p.add_argument("--out", default="runs/train", help="directory for checkpoint.pt, snapshots.pt and pictures")
@@ -815,7 +852,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_bench)
 
     p = command("bench-train", "throughput of the training backends: steps/s and samples/s per batch size")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    p.add_argument("--device", type=_device, default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument("--backends", default="eager,compile,cudagraph",
                    help="comma-separated training backends (those that cannot run here are skipped)")
     p.add_argument("--batch-sizes", default="128,1024", help="comma-separated batch sizes")
@@ -830,7 +867,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("time-to-quality", "train recipes and plot sample quality (SWD) against training seconds")
     p.add_argument("--recipes", default="seed,fast", help=f"comma-separated recipes: {', '.join(RECIPES)}")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    p.add_argument("--device", type=_device, default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument("--backend", default="eager", choices=TRAIN_BACKENDS, help="training backend")
     p.add_argument("--draws", type=_positive_int, default=3, help="draws per score; the median is reported")
     p.add_argument("--n", type=_at_least_2, default=10_000, help="samples per draw")

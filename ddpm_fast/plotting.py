@@ -38,6 +38,25 @@ def _save(fig, path):
     return path
 
 
+
+def plot_log_log(curves: dict, path, xlabel: str, ylabel: str, title: str, x_base: int = 10,
+                 hlines: tuple = ()) -> str:
+    """{label: [(x, y), ...]} as lines with markers on log-log axes (the benchmarks' pictures);
+    ``hlines``: (y, label, linestyle) reference lines."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label, points in curves.items():
+        ax.plot(*zip(*sorted(points)), marker="o", label=label)
+    for y, label, style in hlines:
+        ax.axhline(y, color="gray", linestyle=style, linewidth=1, label=label)
+    ax.set_xscale("log", base=x_base)
+    ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
 def plot_dataset(points: torch.Tensor, path, title: str = "dataset"):
     """One scatter plot of ``points`` [N, 2] (the data, or samples: say which in ``title``)."""
     if points.shape[0] == 0:

@@ -43,21 +43,11 @@ def time_to_quality(config: TrainConfig, eval_epochs=None, *, device="cpu", back
 
 
 def plot_time_to_quality(curves: dict, path, bar: float | None = None, floor: float | None = None,
-                         title: str = "") -> str:
+                         title: str = "time to quality") -> str:
     """``curves``: {label: rows of time_to_quality}; SWD (log) against training seconds (log)."""
-    from .plotting import _save, plt
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for label, rows in curves.items():
-        ax.plot([r["train_s"] for r in rows], [r["swd"] for r in rows], marker="o", label=label)
-    if bar is not None:
-        ax.axhline(bar, color="gray", linestyle="--", linewidth=1, label=f"bar {bar:.1e}")
-    if floor is not None:
-        ax.axhline(floor, color="gray", linestyle=":", linewidth=1, label=f"data-vs-data floor {floor:.1e}")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("training wall seconds (evaluations excluded)")
-    ax.set_ylabel("SWD to fresh data (median of draws)")
-    ax.set_title(title or "time to quality", fontsize=9)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
-    return _save(fig, path)
+    from .plotting import plot_log_log
+    hlines = [(y, f"{name} {y:.1e}", style) for y, name, style in
+              ((bar, "bar", "--"), (floor, "data-vs-data floor", ":")) if y is not None]
+    return plot_log_log({label: [(r["train_s"], r["swd"]) for r in rows] for label, rows in curves.items()},
+                        path, "training wall seconds (evaluations excluded)", "SWD to fresh data (median of draws)",
+                        title, hlines=hlines)

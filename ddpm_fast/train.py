@@ -331,6 +331,9 @@ def train(config: TrainConfig = TrainConfig(), dataset: torch.Tensor | None = No
         _resume_into(result, resume, generator, device)
     draws = EpochDraws.empty(dataset.shape[0], config.batch_size, device)
     n_batches = len(draws.counts)
+    if config.warmup_steps > config.epochs * n_batches:
+        warnings.warn(f"warmup_steps {config.warmup_steps} is more than this run's {config.epochs * n_batches} "
+                      f"steps: the learning rate never reaches {config.lr}", UserWarning, stacklevel=2)
     rates = lr_table(config.lr_schedule, config.lr, config.warmup_steps, config.epochs * n_batches, device)
     steps = TrainSteps(model, ema, optimizer, rates, config.clip_norm, config.ema_decay, schedule, draws)
     runner = RUNNERS[backend](steps)

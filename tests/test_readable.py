@@ -85,7 +85,7 @@ def test_every_option_is_explained_with_its_default(command, capsys):
         if action is not None and action.default not in (None, False):
             assert f"(default: {action.default})" in text, (command, option)
     if command == "train":
-        assert "(default: 4000)" in text and "(default: 0.001)" in text
+        assert "(default: seed 4000, fast 600, best 3000)" in text and "(default: seed 0.001, fast 0.01, best 0.01)" in text
 
 
 def test_long_steps_say_what_they_do(tmp_path, capsys):

@@ -185,6 +185,11 @@ def test_bad_training_input(call, error, message):
         call()
 
 
+def test_warmup_longer_than_the_run_is_said():
+    with pytest.warns(UserWarning, match="warmup_steps 50 is more than this run's 3 steps"):
+        D.train(D.TrainConfig(n_points=300, epochs=1, snapshot_every=0, warmup_steps=50), progress=False)
+
+
 def test_resume_refuses_another_device():
     result = D.train(replace(PARITY, epochs=1), progress=False)
     state = {**result.train_state(), "rng_device": "cuda"}
