@@ -300,7 +300,8 @@ def train(config: TrainConfig = TrainConfig(), dataset: torch.Tensor | None = No
     ``backend``: ``eager``, ``compile`` (cpu, cuda) or ``cudagraph`` (cuda); every one takes the
     same steps on the same draws (``ddpm_fast.train_steps``). ``resume``: ``(model, train_state)``
     from ``load_train_state`` continues that run up to ``config.epochs`` in all, bit for bit as if
-    it had never stopped (same device and backend). ``should_stop()`` is polled after every step
+    it had never stopped (same device and backend; ``compile`` on CUDA to float tolerance only).
+    ``should_stop()`` is polled after every step
     (every captured chunk with ``cudagraph``): when it is true, the epoch in progress is dropped,
     the weights, optimizer and RNG go back to the end of the last finished epoch, and the result
     says ``interrupted``. ``on_epoch_end(result)`` runs after each finished epoch (for periodic

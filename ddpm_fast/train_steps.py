@@ -12,7 +12,7 @@ draw crosses to the host. Every backend then consumes the same draws:
   of every epoch has the same shape, so it never recompiles;
 - ``cudagraph``: whole chunks of steps (forward, backward, clipping, Adam, EMA, the
   learning-rate schedule) captured as one CUDA graph and replayed (gpt-fast's static-buffer
-  pattern). Adam runs with ``capturable=True`` and a tensor learning rate.
+  pattern). Adam is the fused CUDA kernel with ``capturable=True`` and a tensor learning rate.
 
 No step reads a value back to the host: the loss is summed on the device and the caller
 reads each epoch's mean one epoch late (``LossReader``).
