@@ -158,17 +158,17 @@ def test_resume_refuses_to_stretch_a_cosine_schedule():
 
 def test_fast_recipe_reaches_the_seed_recipes_quality():
     """The whole fast recipe (seed-exact on CPU eager, about 25 s here) meets the bundled model's bar;
-    its wall time is measured by `ddpm-fast time-to-quality` (README), not asserted."""
+    its wall time is measured by `ddpm-fast time-to-quality` (README), not asserted. The bar can
+    fail: the same run's model after 60 of its 600 epochs is far above it."""
     from ddpm_fast.sweep import median_swd
-    result = D.train(train_module.RECIPES["fast"], progress=False)
+    early = {}
+
+    def score_epoch_60(result):
+        if result.epochs_done == 60:
+            early["swd"] = median_swd(result.model, result.schedule)
+    result = D.train(train_module.RECIPES["fast"], progress=False, on_epoch_end=score_epoch_60)
     assert median_swd(result.model, result.schedule) <= 4.0e-3
-
-
-def test_a_tenth_of_the_fast_recipe_fails_the_bar():
-    """The bar can fail: 60 epochs of the same recipe do not reach it."""
-    from ddpm_fast.sweep import median_swd
-    result = D.train(replace(train_module.RECIPES["fast"], epochs=60), progress=False)
-    assert median_swd(result.model, result.schedule) > 4.0e-3
+    assert early["swd"] > 4.0e-3
 
 
 @pytest.mark.parametrize("call,error,message", [
