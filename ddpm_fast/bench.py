@@ -222,7 +222,8 @@ def format_table(result: dict) -> str:
              + ", ".join(f"{p} {v:.2f}" for p, v in result["matmul_ceiling_tflops"].items()),
              _join(header for header, _, _ in _COLUMNS)]
     lines += [format_row(r) for r in result["rows"]]
-    lines += skipped_and_failed(result, lambda c: f"{c['backend']} {c['precision']} {c.get('sampler', 'ddpm')} N={c['n']}")
+    lines += skipped_and_failed(result,
+                                lambda c: f"{c['backend']} {c['precision']} {c.get('sampler', 'ddpm')} N={c['n']}")
     return "\n".join(lines)
 
 

@@ -148,7 +148,8 @@ def _deterministic_algorithms():
     """Deterministic algorithms while the compiled loss is lowered and run: Inductor then leaves the
     embedding gradients' scatter-add to ATen's deterministic index_put instead of atomic adds,
     whose float sums differ from run to run. Restored after, so the caller's setting stands."""
-    enabled, warn_only = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    enabled = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
     torch.use_deterministic_algorithms(True, warn_only=True)
     try:
         yield
@@ -327,7 +328,8 @@ class GraphRunner:
 RUNNERS = {"eager": EagerRunner, "compile": CompiledRunner, "cudagraph": GraphRunner}
 
 
-def make_optimizer(model: nn.Module, lr: float, device: torch.device, capturable: bool = False) -> torch.optim.Optimizer:
+def make_optimizer(model: nn.Module, lr: float, device: torch.device,
+                   capturable: bool = False) -> torch.optim.Optimizer:
     """Adam as the original builds it on the CPU. On CUDA the fused kernel (one launch per step),
     with the rate a device tensor the schedule writes in place; ``capturable`` for CUDA graphs.
     The fused kernel ignores ``capturable`` (its step counts live on the device either way), so
