@@ -26,7 +26,7 @@ from .checkpoint import PRETRAINED, load_checkpoint, load_train_state, pretraine
 from .data import DATASETS, make_dataset
 from .schedule import SCHEDULE_KINDS
 from .train import LR_SCHEDULES, RECIPES, TrainConfig, snapshot_every_steps, train, training_bytes
-from .train_steps import TRAIN_BACKENDS, train_backend_unavailable
+from .train_steps import TRAIN_BACKENDS, check_train_backend
 
 TRAIN_FLAGS = ("dataset", "n_points", "epochs", "batch_size", "lr", "n_steps", "num_units", "schedule_kind",
                "snapshot_every", "seed", "lr_schedule", "warmup_steps", "ema_decay")
@@ -175,9 +175,7 @@ def _train_device_and_backend(args, device: str, backend: str) -> torch.device:
     args.device = args.device or device
     args.backend = args.backend or backend
     device = check_device(args.device)
-    reason = train_backend_unavailable(args.backend, device)
-    if reason is not None:
-        raise RuntimeError(f"cannot train with backend {args.backend!r}: {reason}")
+    check_train_backend(args.backend, device)
     return device
 
 
@@ -587,9 +585,7 @@ def cmd_bench_train(args) -> int:
 def cmd_time_to_quality(args) -> int:
     from .time_to_quality import plot_time_to_quality, time_to_quality
     recipes = _names(args.recipes, list(RECIPES), "recipes")
-    reason = train_backend_unavailable(args.backend, check_device(args.device))
-    if reason is not None:
-        raise RuntimeError(f"cannot train with backend {args.backend!r}: {reason}")
+    check_train_backend(args.backend, check_device(args.device))
     out = check_output_dir(args.out)
     json_path, png_path = os.path.join(out, "time_to_quality.json"), os.path.join(out, "time_to_quality.png")
     for path in (json_path, png_path):

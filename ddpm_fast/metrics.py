@@ -65,9 +65,9 @@ def _fresh_data(dataset: str, n: int, seed: int):
 
 def swd_report(samples: torch.Tensor, dataset: str = "s_curve", seed: int = 0) -> dict:
     """SWD of ``samples`` to fresh data beside the data-vs-data floor (quality_report's, without MMD)."""
-    fresh, _ = _fresh_data(dataset, samples.shape[0], seed)
+    fresh, other = _fresh_data(dataset, samples.shape[0], seed)
     return {"n": samples.shape[0], "swd": sliced_wasserstein(samples, fresh, seed=seed),
-            "swd_floor": swd_floor(dataset, samples.shape[0], seed)}
+            "swd_floor": sliced_wasserstein(other, fresh, seed=seed)}
 
 
 def swd_floor(dataset: str = "s_curve", n: int = 10_000, seed: int = 0) -> float:

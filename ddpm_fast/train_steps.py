@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import math
 import time
-import types
 import warnings
 from collections import deque
 from contextlib import contextmanager
@@ -30,10 +29,19 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .backends.compiled import _own_code  # a code object per compiled loss: its own Dynamo cache
 from .diffusion import antithetic_timesteps, loss_from_draws, weighted_loss
 
 TRAIN_BACKENDS = ("eager", "compile", "cudagraph")
 MAX_GRAPH_STEPS = 128  # optimizer steps per captured graph; an epoch of more steps replays it in chunks
+
+
+def check_train_backend(backend: str, device: torch.device) -> None:
+    """ValueError for an unknown backend, RuntimeError naming why a known one cannot train on ``device``."""
+    reason = train_backend_unavailable(backend, device)
+    if reason is not None:
+        error = ValueError if backend not in TRAIN_BACKENDS else RuntimeError
+        raise error(f"cannot train with backend {backend!r}: {reason}")
 
 
 def train_backend_unavailable(backend: str, device: torch.device) -> str | None:
@@ -157,12 +165,6 @@ def _deterministic_algorithms():
         torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
 
 
-def _own_code(fn):
-    """``fn`` with a code object of its own, so that each run's compiled loss has its own
-    Dynamo cache and recompile budget (see backends.compiled._own_code)."""
-    return types.FunctionType(fn.__code__.replace(), fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__)
-
-
 class TrainSteps:
     """The optimizer step shared by every backend: backward, clip, learning rate, Adam, EMA."""
 
@@ -213,13 +215,15 @@ class EagerRunner:
 
     def run_epoch(self, first_step: int, should_stop) -> bool:
         """One epoch's steps; False when ``should_stop()`` asked to stop (after a step)."""
-        s, d = self.steps, self.steps.draws
-        for i, rows in enumerate(d.counts):
-            loss = loss_from_draws(s.model, d.x_0[i, :rows], d.t[i, :rows], d.eps[i, :rows], s.schedule)
-            s.update(loss, first_step + i)
+        for i in range(len(self.steps.draws.counts)):
+            self._step(i, first_step + i)
             if should_stop is not None and should_stop():
                 return False
         return True
+
+    def _step(self, i: int, step: int) -> None:
+        s, d, rows = self.steps, self.steps.draws, self.steps.draws.counts[i]
+        s.update(loss_from_draws(s.model, d.x_0[i, :rows], d.t[i, :rows], d.eps[i, :rows], s.schedule), step)
 
 
 class CompiledRunner(EagerRunner):
@@ -235,30 +239,20 @@ class CompiledRunner(EagerRunner):
 
     def run_epoch(self, first_step: int, should_stop) -> bool:
         if self.steps.draws.t.device.type != "cpu":  # cuBLAS would warn on every matmul without a config
-            return self._run_epoch(first_step, should_stop)
+            return super().run_epoch(first_step, should_stop)
         with _deterministic_algorithms():  # bit-reproducible runs, so --resume continues bit for bit
-            return self._run_epoch(first_step, should_stop)
+            return super().run_epoch(first_step, should_stop)
 
-    def _run_epoch(self, first_step: int, should_stop) -> bool:
-        d = self.steps.draws
-        for i in range(len(d.counts)):
-            if self.compile_s is None:  # the first step compiles the forward and (lazily) the backward
-                start = time.perf_counter()
-                self._step(i, first_step)
-                if d.t.device.type == "cuda":
-                    torch.cuda.synchronize()
-                self.compile_s = time.perf_counter() - start
-            else:
-                self._step(i, first_step)
-            if should_stop is not None and should_stop():
-                return False
-        return True
-
-    def _step(self, i: int, first_step: int) -> None:
+    def _step(self, i: int, step: int) -> None:
         s, d, sched = self.steps, self.steps.draws, self.steps.schedule
+        start = time.perf_counter() if self.compile_s is None else 0.0
         loss = self.compiled(s.model, d.x_0[i], d.t[i], d.eps[i], d.weight[i], sched.alphas_bar_sqrt,
                              sched.one_minus_alphas_bar_sqrt)
-        s.update(loss, first_step + i)
+        s.update(loss, step)
+        if self.compile_s is None:  # the first step compiles the forward and (lazily) the backward
+            if d.t.device.type == "cuda":
+                torch.cuda.synchronize()
+            self.compile_s = time.perf_counter() - start
 
 
 class GraphRunner:

@@ -1,6 +1,7 @@
 """The bundled model's samples stay as good as the original recipe's (README: how it was trained)."""
 import pytest
 import ddpm_fast as D
+from ddpm_fast.sweep import median_swd  # the bar's measure: median SWD of 3 draws of 10,000 points
 
 
 def test_bundled_model_sample_quality():
@@ -20,30 +21,19 @@ def test_untrained_model_fails_the_same_bar():
     assert D.quality_report(points, "s_curve", seed=0)["swd"] > 0.05
 
 
-def _median_swd(model, schedule, seeds=(0, 1, 2), n=10_000, **sampler):
-    """The bar's measure: median over 3 seeds of quality_report's SWD (10,000 points vs fresh data)."""
-    from ddpm_fast.data import make_dataset
-    from ddpm_fast.metrics import sliced_wasserstein
-    scores = []
-    for seed in seeds:
-        points = D.sample(model, n, schedule=schedule, seed=seed, backend="eager", **sampler)
-        scores.append(sliced_wasserstein(points, make_dataset("s_curve", n, seed=10_000 + seed), seed=seed))
-    return sorted(scores)[1]
-
-
 # The 100-step ddpm measures 3.6e-3 here; the issue's bars: 10 steps better than it, 5 steps
 # better than every diffusers scheduler measured at 5 (4.5e-3 and up). Measured medians: README.
 @pytest.mark.parametrize("sampler", ["dpm++2m", "unipc"])
 @pytest.mark.parametrize("steps,bar", [(10, 2.5e-3), (5, 4.0e-3)])
 def test_few_step_samplers_beat_100_step_ddpm(sampler, steps, bar):
     model, schedule = D.load_pretrained()
-    assert _median_swd(model, schedule, sampler=sampler, steps=steps) <= bar
+    assert median_swd(model, schedule, sampler=sampler, steps=steps) <= bar
 
 
 def test_few_step_bar_can_fail():
     """The same bar with the unit prior N(0, I): the solver carries the excess to x_0."""
     model, schedule = D.load_pretrained()
-    assert _median_swd(model, schedule, sampler="dpm++2m", steps=10, prior="unit") > 2.5e-3
+    assert median_swd(model, schedule, sampler="dpm++2m", steps=10, prior="unit") > 2.5e-3
 
 
 def test_best_bundled_model_with_its_recommended_sampler():
@@ -51,6 +41,6 @@ def test_best_bundled_model_with_its_recommended_sampler():
     UniPC, 10 steps (measured 1.61e-3; README), where the seed recipe's model with 100-step ddpm
     (3.6e-3) fails the same bar."""
     model, schedule = D.load_pretrained("best")
-    assert _median_swd(model, schedule, sampler="unipc", steps=10) <= 2.0e-3
+    assert median_swd(model, schedule, sampler="unipc", steps=10) <= 2.0e-3
     seed_model, _ = D.load_pretrained("seed")
-    assert _median_swd(seed_model, schedule) > 2.0e-3
+    assert median_swd(seed_model, schedule) > 2.0e-3
