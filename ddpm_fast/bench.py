@@ -82,15 +82,55 @@ def environment(device: torch.device) -> dict:
     return info
 
 
+def time_case(fn, device: torch.device, repeats: int, warmup: int, ranks=None) -> dict:
+    """``time_call`` on rank 0 alone (the other ranks wait), then, with several ranks, all of them
+    at once: each timed call starts after a barrier, and a call's time is the slowest rank's.
+    Adds ``parallel_median_s`` (and its p20/p80) to rank 0's figures. Raises what ``fn`` raised
+    on any rank, on every rank (so none is left waiting)."""
+    if ranks is None or not ranks.distributed:
+        return time_call(fn, device, repeats, warmup)
+    stats, error = None, None
+    if ranks.is_main:
+        try:
+            stats = time_call(fn, device, repeats, warmup)
+        except Exception as err:  # noqa: BLE001  (re-raised below on every rank)
+            error = f"{type(err).__name__}: {err}"
+    try:
+        if error is None and not ranks.is_main:
+            for _ in range(1 + warmup):  # the first call (compile, capture) and the warm-up, untimed
+                fn()
+    except Exception as err:  # noqa: BLE001
+        error = f"rank {ranks.rank}: {type(err).__name__}: {err}"
+    outcomes = ranks.gather((error, stats))  # rank 0's figures, to every rank
+    errors = [e for e, _ in outcomes if e]
+    if errors:
+        raise RuntimeError(errors[0])
+    stats = outcomes[0][1]
+    times = []
+    for _ in range(repeats):
+        ranks.barrier()
+        _sync(device)
+        start = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - start)
+    slowest = [max(column) for column in zip(*ranks.gather(times))]  # [repeats]: the slowest rank each time
+    quantiles = statistics.quantiles(slowest, n=5) if len(slowest) > 1 else [slowest[0]] * 4
+    return {**stats, "parallel_median_s": statistics.median(slowest), "parallel_p20_s": quantiles[0],
+            "parallel_p80_s": quantiles[3]}
+
+
 def run_benchmark(model, schedule, device, ns, backends, precisions=("fp32",), repeats: int = 10,
-                  warmup: int = 2, seed: int = 0, on_update=None, cases=None, samplers=None) -> dict:
+                  warmup: int = 2, seed: int = 0, on_update=None, cases=None, samplers=None, ranks=None) -> dict:
     """Time ``sample`` for every N x precision x backend x sampler that can run here (or for
     ``cases``, a list of (N, precision, backend) in the order to run them: most important
     first; each for every sampler). ``samplers``: a list of ``{"sampler": name, "steps": K}``
     (default: the original 100-step ddpm). What cannot run is skipped with the reason; a
     combination that raises is recorded with its error under ``failed`` and the sweep goes on.
     ``on_update(result)`` is called after each combination, so a caller can save partial
-    results of a long sweep.
+    results of a long sweep. ``ranks`` (a ``ddpm_fast.distributed.World`` of several ranks, under
+    torchrun): each case is timed on rank 0 alone, then on every rank at once with N points
+    each, and the rows add the aggregate point-steps/s and the scaling efficiency against one rank.
     """
     device = torch.device(device)
     hidden = model.linears[0].out_features if hasattr(model, "linears") else 128
@@ -101,18 +141,18 @@ def run_benchmark(model, schedule, device, ns, backends, precisions=("fp32",), r
               "flops_per_point_step": flops_per_point_step(hidden),
               "matmul_ceiling_tflops": {p: matmul_ceiling(device, p) for p in precisions
                                         if p != "tf32" or device.type == "cuda"},
-              "rows": [], "skipped": [], "failed": []}
+              "rows": [], "skipped": [], "failed": [], "world_size": 1 if ranks is None else ranks.world_size}
     if cases is None:
         cases = [(n, precision, name) for n in ns for precision in precisions for name in backends]
     for n, precision, name in cases:  # each case for every sampler in turn: side by side in a cut sweep
         for spec in samplers:
-            _run_case(result, model, schedule, device, spec, n, precision, name, seed, repeats, warmup)
+            _run_case(result, model, schedule, device, spec, n, precision, name, seed, repeats, warmup, ranks)
             if on_update:
                 on_update(result)
     return result
 
 
-def _run_case(result, model, schedule, device, spec, n, precision, name, seed, repeats, warmup):
+def _run_case(result, model, schedule, device, spec, n, precision, name, seed, repeats, warmup, ranks=None):
     case = {"backend": name, "n": n, "precision": precision, **spec}
     reason = _cannot_run(name, device, precision, result["matmul_ceiling_tflops"])
     if reason:
@@ -121,7 +161,7 @@ def _run_case(result, model, schedule, device, spec, n, precision, name, seed, r
     call = lambda: sample(model, n, schedule=schedule, seed=seed, backend=name,  # noqa: E731
                           precision=precision, device=device, chunk_size=None, **spec)
     try:
-        stats = time_call(call, device, repeats, warmup)
+        stats = time_case(call, device, repeats, warmup, ranks)
     except Exception as err:  # recorded and reported, never counted as a result
         result["failed"].append({**case, "error": f"{type(err).__name__}: {err}"[:500]})
         return
@@ -129,6 +169,11 @@ def _run_case(result, model, schedule, device, spec, n, precision, name, seed, r
     result["rows"].append({**case, **stats, "point_steps_per_s": n * spec["steps"] / stats["median_s"],
                            "samples_per_s": n / stats["median_s"], "tflops": tflops,
                            "ceiling_fraction": tflops / result["matmul_ceiling_tflops"][precision]})
+    if "parallel_median_s" in stats:  # weak scaling: every rank N points at once
+        row, world_size = result["rows"][-1], result["world_size"]
+        row["world_size"] = world_size
+        row["aggregate_point_steps_per_s"] = world_size * n * spec["steps"] / stats["parallel_median_s"]
+        row["scaling_efficiency"] = row["aggregate_point_steps_per_s"] / (world_size * row["point_steps_per_s"])
     _add_speedups(result["rows"])
 
 
@@ -174,6 +219,17 @@ _COLUMNS = (
 )
 
 
+_RANK_COLUMNS = (  # with several ranks: all of them at once, against rank 0 alone
+    ("ranks", 5, lambda r: str(r["world_size"])),
+    ("agg Mpt-step/s", 14, lambda r: f"{r['aggregate_point_steps_per_s'] / 1e6:.2f}"),
+    ("scaling", 7, lambda r: f"{100 * r['scaling_efficiency']:.0f}%"),
+)
+
+
+def _columns(row_or_result: dict) -> tuple:
+    return _COLUMNS + (_RANK_COLUMNS if row_or_result.get("world_size", 1) > 1 else ())
+
+
 def join_columns(cells, columns, left: int) -> str:
     """One table line: the first ``left`` cells left-aligned, the numbers right-aligned, each to its
     column's width, two spaces apart."""
@@ -181,12 +237,9 @@ def join_columns(cells, columns, left: int) -> str:
                      for k, (cell, (_, width, _)) in enumerate(zip(cells, columns))).rstrip()
 
 
-def _join(cells) -> str:
-    return join_columns(cells, _COLUMNS, left=3)
-
-
 def format_row(r: dict) -> str:
-    return _join(cell(r) for _, _, cell in _COLUMNS)
+    columns = _columns(r)
+    return join_columns([cell(r) for _, _, cell in columns], columns, left=3)
 
 
 def auto_order_from(result: dict) -> dict:
@@ -220,7 +273,7 @@ def format_table(result: dict) -> str:
     lines = [f"device {env['device_name']} | torch {env['torch']} | triton {env['triton']} | "
              f"T = {result['n_steps']} | K = sampler steps | ceilings (TFLOP/s): "
              + ", ".join(f"{p} {v:.2f}" for p, v in result["matmul_ceiling_tflops"].items()),
-             _join(header for header, _, _ in _COLUMNS)]
+             join_columns([header for header, _, _ in _columns(result)], _columns(result), left=3)]
     lines += [format_row(r) for r in result["rows"]]
     lines += skipped_and_failed(result,
                                 lambda c: f"{c['backend']} {c['precision']} {c.get('sampler', 'ddpm')} N={c['n']}")

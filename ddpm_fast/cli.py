@@ -24,6 +24,8 @@ from ._io import atomic_path, check_output_dir, check_output_file, staged_output
 from .backends.compiled import COMPILE_MODES, set_compile_mode
 from .checkpoint import PRETRAINED, load_checkpoint, load_train_state, pretrained_path, save_checkpoint
 from .data import DATASETS, make_dataset
+from .distributed import World, launched_by_torchrun, world
+from .sampling import DEFAULT_CHUNK
 from .schedule import SCHEDULE_KINDS
 from .train import LR_SCHEDULES, RECIPES, TrainConfig, snapshot_every_steps, train, training_bytes
 from .train_steps import TRAIN_BACKENDS, check_train_backend
@@ -215,8 +217,21 @@ def _prepare_train(args):
 
 
 def cmd_train(args) -> int:
-    from .plotting import plot_loss, plot_trajectory
+    given_device = args.device
     out, config, resume = _prepare_train(args)
+    if not launched_by_torchrun():
+        return _train_and_save(args, out, config, resume, World())
+    # data-parallel: every rank trains, rank 0 alone writes; a resumed run's cuda:0 means each rank's own GPU
+    with world(given_device or torch.device(args.device).type) as ranks:
+        args.device = str(ranks.device)
+        args.quiet = args.quiet or not ranks.is_main
+        _say(args, f"training on {ranks.world_size} ranks ({args.backend}, {ranks.device.type}): global batch "
+                   f"{config.batch_size} = {-(-config.batch_size // ranks.world_size)} per rank x {ranks.world_size}")
+        return _train_and_save(args, out, config, resume, ranks)
+
+
+def _train_and_save(args, out, config, resume, ranks) -> int:
+    from .plotting import plot_loss, plot_trajectory
     names = ["checkpoint.pt", "snapshots.pt", "loss.png"]
     if config.snapshot_every and config.epochs:
         names.append(f"trajectory_epoch{(config.epochs - 1) // config.snapshot_every * config.snapshot_every}.png")
@@ -239,6 +254,8 @@ def cmd_train(args) -> int:
              "without saving)")
 
     def save(result):
+        if not ranks.is_main:
+            return os.path.join(out, "checkpoint.pt")
         stop["saving"] = True
         try:
             return _save_run(out, result)
@@ -267,6 +284,8 @@ def cmd_train(args) -> int:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+    if not ranks.is_main:
+        return 128 + stop["signal"] if result.interrupted else 0
     written = [ckpt] + ([os.path.join(out, "snapshots.pt")] if result.snapshots else [])
     if result.losses:
         _say(args, "drawing the loss curve" + (" and the last snapshot" if result.snapshots else ""))
@@ -279,9 +298,13 @@ def cmd_train(args) -> int:
     report = {"checkpoint": ckpt, "epochs_done": result.epochs_done, "epochs": config.epochs,
               "final_loss": result.losses[-1] if result.losses else None,
               "wall_time_s": round(result.wall_time_s, 1), "device": result.device, "backend": result.backend,
-              "compile_s": round(result.compile_s, 1), "written": written}
+              "compile_s": round(result.compile_s, 1), "world_size": ranks.world_size,
+              "global_batch": config.batch_size, "written": written}
     if result.interrupted:
         report["resume_with"] = f"ddpm-fast train --out {shlex.quote(out)} --resume"
+        if ranks.distributed:
+            report["resume_with"] = f"torchrun --nproc-per-node {ranks.world_size} -m ddpm_fast train " \
+                                    f"--out {shlex.quote(out)} --resume"
     print(json.dumps(report, indent=2, allow_nan=False))
     if result.interrupted:
         _say(args, f"stopped after {result.epochs_done} of {config.epochs} epochs; resume with: "
@@ -335,6 +358,12 @@ def _sample(args, model, schedule, n, trajectory=False):
 def cmd_sample(args) -> int:
     import numpy as np
     from .plotting import plot_dataset
+    if launched_by_torchrun():  # each rank its rows: part-<rank>.npy and manifest.json
+        from .cli_distributed import sample_sharded
+        return sample_sharded(args)
+    if args.resume:
+        raise ValueError("--resume continues a sharded run (torchrun ... -m ddpm_fast sample): without torchrun "
+                         "sample writes samples.npy, .csv and .png in one piece")
     out = check_output_dir(args.out)
     names = [check_output_file(os.path.join(out, name)) for name in ("samples.npy", "samples.csv", "samples.png")]
     _check_disk(out, args.n * (8 + 34) + 200_000, f"writing {args.n} points as .npy and .csv")
@@ -414,6 +443,8 @@ def cmd_evaluate(args) -> int:
         return _evaluate_sweep(args)
     if args.json is not None or args.plot is not None:
         raise ValueError("--json and --plot write the --sweep table; without --sweep evaluate prints JSON")
+    if args.samples is not None:
+        return _evaluate_samples(args)
     model, schedule, _ = _load(args)
     reports, seed = [], args.seed
     for draw in range(args.draws):
@@ -424,6 +455,34 @@ def cmd_evaluate(args) -> int:
     print(json.dumps({"backend": backend, **_plan_fields(plan, args), "n": args.n, "draws": args.draws,
                       "median": _median_report(reports),
                       "each": reports, "note": MMD_NOTE}, indent=2, allow_nan=False))
+    return 0
+
+
+def _evaluate_samples(args) -> int:
+    """Scores samples already drawn (a sharded run's folder or a .npy file): ``--draws`` disjoint
+    blocks of ``--n`` rows from the start (rows are independent draws), each against fresh data."""
+    import numpy as np
+    from .metrics import MMD_NOTE, quality_report
+    from .shards import load_samples
+    given = [f"--{name}" for name in ("checkpoint", "sampler", "steps", "prior", "eta", "grid")
+             if getattr(args, name) not in (None, "ddpm")]
+    if given or args.backend != "auto":
+        raise ValueError(f"--samples scores points already drawn: {', '.join(given or ['--backend'])} "
+                         "would not be used")
+    samples = load_samples(args.samples)
+    draws = min(args.draws, len(samples) // args.n)
+    if draws == 0:
+        raise ValueError(f"{args.samples} holds {len(samples)} points, fewer than --n {args.n}")
+    reports = []
+    for draw in range(draws):
+        points = torch.from_numpy(np.array(samples[draw * args.n:(draw + 1) * args.n]))
+        _check_finite(points, args.samples)
+        reports.append(quality_report(points, args.dataset, seed=draw))
+    manifest = getattr(samples, "manifest", None)
+    print(json.dumps({"samples": args.samples, "rows": len(samples), "n": args.n, "draws": draws,
+                      **({"run": {k: v for k, v in manifest.items() if k != "parts"}} if manifest else {}),
+                      "median": _median_report(reports), "each": reports, "note": MMD_NOTE},
+                     indent=2, allow_nan=False))
     return 0
 
 
@@ -543,6 +602,15 @@ def _report(args, result, save, format_table, plot) -> int:
 
 
 def cmd_bench(args) -> int:
+    if not launched_by_torchrun():
+        return _bench(args, World())
+    with world(args.device) as ranks:  # every rank samples N points at once; rank 0 reports
+        args.device = str(ranks.device)
+        args.quiet = args.quiet or not ranks.is_main
+        return _bench(args, ranks)
+
+
+def _bench(args, ranks) -> int:
     from .backends import PRECISIONS, backend_names
     from .bench import format_row, format_table, plot_throughput, priority_cases, run_benchmark
     known = [b for b in backend_names() if b != "auto"]
@@ -557,12 +625,15 @@ def cmd_bench(args) -> int:
     from .samplers import make_plan
     for spec in samplers:  # each sampler and steps fit this model, before any timing
         make_plan(schedule, spec["sampler"], spec["steps"], tuned_grids=model.tuned_grids)
-    save = _saver(args, format_row)
+    save = _saver(args, format_row) if ranks.is_main else None
     _say(args, f"timing {len(backends)} backend(s) x {len(precisions)} precision(s) x {len(ns)} N "
-               f"({args.warmup} warm-up and {args.repeats} timed calls each, after a matmul ceiling)")
+               f"({args.warmup} warm-up and {args.repeats} timed calls each, after a matmul ceiling)"
+         + (f"; rank 0 alone, then all {ranks.world_size} ranks at once" if ranks.distributed else ""))
     result = run_benchmark(model, schedule, args.device, ns, backends, precisions, repeats=args.repeats,
-                           warmup=args.warmup, on_update=save, samplers=samplers,
+                           warmup=args.warmup, on_update=save, samplers=samplers, ranks=ranks,
                            cases=priority_cases(ns, backends, precisions) if args.priority else None)
+    if not ranks.is_main:
+        return 1 if result["failed"] else 0
     return _report(args, result, save, format_table, plot_throughput)
 
 
@@ -699,7 +770,8 @@ def _train_parser(sub) -> None:
                    help="epochs in all; with --resume, the new total (not for a cosine schedule, which is laid "
                         f"out over the run) (default: {defaults['epochs']})")
     p.add_argument("--batch-size", type=_positive_int,
-                   help=f"points per optimizer step (default: {defaults['batch_size']})")
+                   help="points per optimizer step, the global batch: under torchrun each of W ranks takes "
+                        f"batch/W of them (default: {defaults['batch_size']})")
     p.add_argument("--lr", type=float, help=f"Adam learning rate (default: {defaults['lr']})")
     p.add_argument("--n-steps", type=_positive_int, help=f"diffusion steps T (default: {defaults['n_steps']})")
     p.add_argument("--num-units", type=_positive_int, help=f"hidden width H (default: {defaults['num_units']})")
@@ -768,7 +840,8 @@ def _common(p, n_default, backend=True, n_type=_positive_int, sampler=None):
                    help="where to sample: cpu, cuda or cuda:N")
     p.add_argument("--seed", type=_non_negative_int, default=0, help="seed of the sampler's noise")
     if n_default is not None:
-        p.add_argument("--n", type=n_type, default=n_default, help="number of points (1e6 style accepted)")
+        p.add_argument("--num-samples", "--n", dest="n", type=n_type, default=n_default,
+                       help="number of points (1e6 style accepted); --n is short for it (torchrun refuses --n)")
     if backend:
         from .backends import PRECISIONS, backend_names
         p.add_argument("--backend", default="auto", choices=backend_names(), help="sampling backend (README)")
@@ -799,7 +872,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("sample", "sample points to samples.npy, samples.csv and samples.png")
     _common(p, 10_000)
-    p.add_argument("--out", default="runs/sample", help="directory for the samples")
+    p.add_argument("--out", default="runs/sample", help="directory for the samples (under torchrun: part-<rank>.npy "
+                                                        "and manifest.json)")
+    p.add_argument("--chunk-size", type=_positive_int, default=DEFAULT_CHUNK,
+                   help="rows sampled and written at a time; the rows do not depend on it")
+    p.add_argument("--resume", action="store_true",
+                   help="under torchrun: keep the parts of an earlier run of this command whose sha256 still matches")
     p.set_defaults(func=cmd_sample)
 
     p = command("plot", "dataset, q(x_t) grid, reverse trajectory, loss curve, GIF")
@@ -812,6 +890,8 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p, 10_000, n_type=_at_least_2)
     p.add_argument("--dataset", default="s_curve", choices=DATASETS, help="the data the model should match")
     p.add_argument("--draws", type=_positive_int, default=3, help="independent draws; the median is reported")
+    p.add_argument("--samples", help="score these points instead of sampling: a sharded run's folder "
+                                     "(manifest checked) or a .npy file; --draws blocks of --n rows")
     p.add_argument("--sweep", action="store_true",
                    help="quality (SWD) and wall time vs number of steps for several samplers, as a table")
     p.add_argument("--sweep-samplers", default="ddpm,ddim,dpm++2m,unipc", help="--sweep: comma-separated samplers")
@@ -833,7 +913,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("bench", "throughput of the backends: median, p20/p80, TFLOP/s, ceiling")
     _common(p, None, backend=False)
-    p.add_argument("--n", default="1000,10000", help="comma-separated N values (1e5 style accepted)")
+    p.add_argument("--num-samples", "--n", dest="n", default="1000,10000",
+                   help="comma-separated N values (1e5 style accepted); --n is short for it")
     p.add_argument("--backends", default="", help="comma-separated backend names (empty: all)")
     p.add_argument("--precisions", default="fp32", help="comma-separated: fp32, tf32, bf16")
     p.add_argument("--repeats", type=_positive_int, default=10, help="timed calls per case")
@@ -866,7 +947,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", type=_device, default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument("--backend", default="eager", choices=TRAIN_BACKENDS, help="training backend")
     p.add_argument("--draws", type=_positive_int, default=3, help="draws per score; the median is reported")
-    p.add_argument("--n", type=_at_least_2, default=10_000, help="samples per draw")
+    p.add_argument("--num-samples", "--n", dest="n", type=_at_least_2, default=10_000,
+                   help="samples per draw; --n is short for it")
     p.add_argument("--out", default="runs/time_to_quality", help="directory for the JSON and the picture")
     p.add_argument("--quiet", action="store_true", help="no status lines on stderr")
     p.set_defaults(func=cmd_time_to_quality)

@@ -9,10 +9,12 @@ from ._checks import (check_count, check_device, check_fits, check_flag, check_g
                       check_model_dtype, check_model_steps, check_same_device, check_seed, to_dtype)
 from .backends import SamplingJob, resolve_backend
 from .model import model_device, model_n_steps
+from .rows import keyed_draws
 from .samplers import SamplerPlan, make_plan
 from .schedule import Schedule, make_schedule
 
 DEFAULT_CHUNK = 1 << 20  # rows per chunk: bounds eager's [chunk, 128] activations to 512 MB
+KEYED_CHUNK = 1 << 18  # rows per chunk of keyed noise injected into eager/compile/cudagraph: [K, chunk, 2] is 200 MB
 
 
 def run_backend(backend: str, model: nn.Module, betas: torch.Tensor,
@@ -72,7 +74,8 @@ def sample(model: nn.Module, n: int, *, sampler: str = "ddpm", steps: int | None
            schedule: Schedule | None = None, x_T=None, noise=None,
            seed: int | None = None, final_noise: bool = True, backend: str = "auto",
            precision: str = "fp32", device=None, generator: torch.Generator | None = None,
-           chunk_size: int | None = DEFAULT_CHUNK, progress: bool = False) -> torch.Tensor:
+           chunk_size: int | None = DEFAULT_CHUNK, progress: bool = False, keyed: bool | None = None,
+           rows: tuple | None = None) -> torch.Tensor:
     """Draw ``n`` points x_0 ~ p_θ, returning only them: [n, 2] float32.
 
     ``sampler`` ("ddpm", "ddim", "dpm++2m", "unipc"), ``steps``, ``prior`` ("unit" or
@@ -87,6 +90,13 @@ def sample(model: nn.Module, n: int, *, sampler: str = "ddpm", steps: int | None
     ``torch.randn``'s stream; see README). Rows are processed ``chunk_size`` at a time
     (None: all at once). ``schedule`` may also be a kind name ("sigmoid", "linear", "cosine").
     A result that cannot fit in the device's free memory is refused before any work.
+
+    ``keyed``: draw x_T and every step's z by blocks of rows from ``seed`` (``ddpm_fast.rows``),
+    so every row is the same whatever the chunk size, and a shard computes exactly its rows of
+    the whole request. Default (None): keyed when a seeded request is cut into chunks; an
+    unchunked request keeps the backend's own stream (``eager``: the reference's torch stream).
+    ``rows=(lo, hi)``: only rows lo..hi-1 of the n-row request ([hi - lo, 2]; keyed, needs a
+    seed): what one rank of a sharded run computes.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -109,19 +119,57 @@ def sample(model: nn.Module, n: int, *, sampler: str = "ddpm", steps: int | None
     if generator is None and seed is not None:
         generator = torch.Generator(device).manual_seed(seed)
 
-    check_fits(n * 2 * 4, device, f"the result of sample(n={n}) ([n, 2] float32)")
+    lo, hi = _check_rows(rows, n)
+    keyed = _check_keyed(keyed, rows, seed, x_T, noise, n, chunk_size)
+    check_fits((hi - lo) * 2 * 4, device, f"the result of sample(n={hi - lo}) ([n, 2] float32)")
     # resolved and checked once per request, not per chunk ('auto' warns once)
-    backend = resolve_backend(backend, device, precision, bare_generator=generator is not None and seed is None).name
-    dtype = check_model_dtype(model, backend)
-    chunk = n if chunk_size is None or n <= chunk_size else chunk_size
-    starts = range(0, n, chunk) if n else [0]
+    chosen = resolve_backend(backend, device, precision, bare_generator=generator is not None and seed is None)
+    dtype = check_model_dtype(model, chosen.name)
+    if keyed and not chosen.keys_rows and chunk_size is not None:
+        chunk_size = min(chunk_size, KEYED_CHUNK)  # bounds the injected noise; the rows do not depend on it
+    chunk = max(1, hi - lo) if chunk_size is None else chunk_size
+    starts = range(lo, hi, chunk) if hi > lo else [lo]
     parts = []
-    for lo in tqdm(starts, desc="sample", unit="chunk", disable=not progress or len(starts) < 2):
-        hi = min(lo + chunk, n)
+    for start in tqdm(starts, desc="sample", unit="chunk", disable=not progress or len(starts) < 2):
+        stop = min(start + chunk, hi)
+        chunk_x_T = None if x_T is None else x_T[start:stop]
+        chunk_noise = None if noise is None else noise[:, start:stop]
+        if keyed:  # this chunk's rows of the whole request's noise
+            chunk_x_T, chunk_noise = keyed_draws(seed, start, stop, plan, device, with_noise=not chosen.keys_rows)
         parts.append(run_backend(
-            backend, model, schedule.betas, schedule.one_minus_alphas_bar_sqrt, (hi - lo, 2),
-            x_T=None if x_T is None else x_T[lo:hi],
-            noise=None if noise is None else noise[:, lo:hi],
-            final_noise=final_noise, generator=generator, seed=seed, precision=precision,
-            row_offset=lo, dtype=dtype, plan=plan))
+            chosen.name, model, schedule.betas, schedule.one_minus_alphas_bar_sqrt, (stop - start, 2),
+            x_T=chunk_x_T, noise=chunk_noise, final_noise=final_noise,
+            generator=None if keyed else generator, seed=seed if chosen.keys_rows or not keyed else None,
+            precision=precision, row_offset=start, dtype=dtype, plan=plan))
     return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+
+def _check_rows(rows, n: int) -> tuple:
+    """(lo, hi) of ``rows``, or the whole request."""
+    if rows is None:
+        return 0, n
+    try:
+        lo, hi = rows
+    except (TypeError, ValueError):
+        raise TypeError(f"rows must be a pair (lo, hi), got {rows!r}") from None
+    lo, hi = check_count(lo, "rows[0]"), check_count(hi, "rows[1]")
+    if not lo <= hi <= n:
+        raise ValueError(f"rows ({lo}, {hi}) must satisfy 0 <= lo <= hi <= n = {n}")
+    return lo, hi
+
+
+def _check_keyed(keyed, rows, seed, x_T, noise, n: int, chunk_size) -> bool:
+    """Whether this request draws row-keyed noise (see ``sample``)."""
+    injected = x_T is not None or noise is not None
+    if keyed is None:
+        keyed = rows is not None or (seed is not None and not injected and chunk_size is not None and n > chunk_size)
+    check_flag(keyed, "keyed")
+    if keyed and injected:
+        raise ValueError("keyed noise is drawn from the seed; it cannot be combined with injected x_T or noise "
+                         "(slice those yourself)")
+    if rows is not None and not keyed:
+        raise ValueError("rows=(lo, hi) computes its rows of the whole request with keyed noise: keyed=False "
+                         "would draw other numbers")
+    if keyed and seed is None:
+        raise ValueError("keyed noise (rows=, or a chunked request) needs a seed")
+    return keyed

@@ -25,7 +25,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Callable
 
 import torch
+import torch.distributed as dist
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler
 from tqdm.auto import tqdm
 
@@ -33,6 +35,7 @@ from ._checks import check_count, check_fits, check_points, one_line
 from ._checks import check_device
 from .data import DATASETS, make_dataset
 from .diffusion import eager_loop
+from .distributed import current_world, tensors_sha256
 from .model import MLPDiffusion
 from .schedule import SCHEDULE_KINDS, Schedule, make_schedule
 from .train_steps import (RUNNERS, EpochDraws, LossReader, TrainSteps, draw_epoch_device, draw_epoch_reference,
@@ -114,6 +117,7 @@ class TrainResult:
     device: str = "cpu"
     backend: str = "eager"
     compile_s: float = 0.0  # compiling or capturing, inside wall_time_s
+    world_size: int = 1  # data-parallel ranks; each took ceil(batch_size / world_size) rows of every batch
     finished_losses: list = field(default_factory=list, repr=False)  # read back so far
     pending: LossReader | None = field(default=None, repr=False)  # epochs whose loss is still on the GPU
 
@@ -132,7 +136,8 @@ class TrainResult:
         losses = self.losses
         return {"train_config": asdict(self.config), "final_loss": losses[-1] if losses else None,
                 "epochs_done": self.epochs_done, "wall_time_s": self.wall_time_s, "device": self.device,
-                "backend": self.backend, "torch_version": str(torch.__version__)}
+                "backend": self.backend, "torch_version": str(torch.__version__), "world_size": self.world_size,
+                "global_batch": self.config.batch_size, "per_rank_batch": -(-self.config.batch_size // self.world_size)}
 
     def train_state(self) -> dict:
         """What ``train(..., resume=...)`` needs to continue bit-exactly (saved in checkpoints)."""
@@ -311,6 +316,8 @@ def train(config: TrainConfig = TrainConfig(), dataset: torch.Tensor | None = No
         raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
     device = check_device(device)
     check_train_backend(backend, device)
+    ranks = current_world(device)
+    _check_data_parallel(ranks, backend, config)
     check_fits(training_bytes(config), device, "this training run", "use fewer points, fewer units or fewer steps")
     if dataset is None:
         dataset = make_dataset(config.dataset, config.n_points, seed=config.seed)
@@ -325,7 +332,7 @@ def train(config: TrainConfig = TrainConfig(), dataset: torch.Tensor | None = No
     optimizer = make_optimizer(model, config.lr, device, capturable=backend == "cudagraph")
     generator = None if device.type == "cpu" else torch.Generator(device).manual_seed(config.seed)
     result = TrainResult(ema or model, schedule, config, optimizer=optimizer, train_model=model, device=str(device),
-                         backend=backend, pending=LossReader(device))
+                         backend=backend, pending=LossReader(device), world_size=ranks.world_size)
     if resume is not None:
         _resume_into(result, resume, generator, device)
     draws = EpochDraws.empty(dataset.shape[0], config.batch_size, device)
@@ -334,7 +341,12 @@ def train(config: TrainConfig = TrainConfig(), dataset: torch.Tensor | None = No
         warnings.warn(f"warmup_steps {config.warmup_steps} is more than this run's {config.epochs * n_batches} "
                       f"steps: the learning rate never reaches {config.lr}", UserWarning, stacklevel=2)
     rates = lr_table(config.lr_schedule, config.lr, config.warmup_steps, config.epochs * n_batches, device)
-    steps = TrainSteps(model, ema, optimizer, rates, config.clip_norm, config.ema_decay, schedule, draws)
+    if ranks.distributed:  # every rank draws the whole epoch, then steps on its columns of each batch
+        loss_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        steps = TrainSteps(loss_model, ema, optimizer, rates, config.clip_norm, config.ema_decay, schedule,
+                           draws.shard(ranks.rank, ranks.world_size), cut_rows=False)
+    else:
+        steps = TrainSteps(model, ema, optimizer, rates, config.clip_norm, config.ema_decay, schedule, draws)
     runner = RUNNERS[backend](steps)
     models = [model] if ema is None else [model, ema]
     last = _EpochEndCopy(models, optimizer, generator)
@@ -343,13 +355,36 @@ def train(config: TrainConfig = TrainConfig(), dataset: torch.Tensor | None = No
 
     with torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext():
         # events, streams and graph captures below are made on the current CUDA device: this one
-        _train_epochs(result, runner, steps, draws, dataset, generator, last, progress, should_stop, on_epoch_end)
+        _train_epochs(result, runner, steps, draws, dataset, generator, last, progress, should_stop, on_epoch_end,
+                      ranks)
     result.compile_s = getattr(runner, "compile_s", None) or getattr(runner, "capture_s", 0.0)
+    _check_ranks_agree(ranks, models)
     return result
 
 
+def _check_data_parallel(ranks, backend: str, config: TrainConfig) -> None:
+    if not ranks.distributed:
+        return
+    if backend == "cudagraph":
+        raise RuntimeError("cannot train with backend 'cudagraph' on several ranks: DDP's gradient all-reduce is "
+                           "not captured in the graph; use eager or compile")
+    if config.batch_size < ranks.world_size:
+        raise ValueError(f"batch_size {config.batch_size} (the global batch) is smaller than the "
+                         f"{ranks.world_size} ranks: each rank needs at least one row")
+
+
+def _check_ranks_agree(ranks, models) -> None:
+    """Data-parallel ranks must end with identical weights (DDP all-reduces the gradients, and every
+    rank takes the same Adam and EMA steps); a difference is a bug, reported instead of saved."""
+    if not ranks.distributed:
+        return
+    digests = ranks.gather(tensors_sha256(p for m in models for p in m.parameters()))
+    if len(set(digests)) != 1:
+        raise RuntimeError(f"the {ranks.world_size} ranks ended with different weights: {digests}")
+
+
 def _train_epochs(result: TrainResult, runner, steps, draws, dataset, generator, last, progress, should_stop,
-                  on_epoch_end) -> None:
+                  on_epoch_end, ranks) -> None:
     config, schedule, device = result.config, result.schedule, dataset.device
     n_batches = len(draws.counts)
     snapshot_shape = (config.snapshot_points or dataset.shape[0], 2)
@@ -363,10 +398,15 @@ def _train_epochs(result: TrainResult, runner, steps, draws, dataset, generator,
             draw_epoch_device(draws, dataset, config.n_steps, generator)
         steps.loss_sum.zero_()
         steps.set_step(epoch * n_batches)
-        if not runner.run_epoch(epoch * n_batches, should_stop):  # back to the last finished epoch
-            last.restore()
+        # Ranks must stop together (a lone rank would leave the others in an all-reduce): they agree at
+        # the end of each epoch instead of after every step.
+        if not runner.run_epoch(epoch * n_batches, None if ranks.distributed else should_stop):
+            last.restore()  # back to the last finished epoch
             result.interrupted = True
             break
+        if ranks.distributed:  # the whole batch's loss: the ranks' (world_size-scaled) parts summed
+            dist.all_reduce(steps.loss_sum)
+            steps.loss_sum.div_(ranks.world_size)
         result.finished_losses.extend(result.pending.push(steps.loss_sum, n_batches))
         if config.snapshot_every and epoch % config.snapshot_every == 0:
             result.snapshots[epoch] = _snapshot(result.model, schedule, config, snapshot_shape, epoch, device)
@@ -376,5 +416,8 @@ def _train_epochs(result: TrainResult, runner, steps, draws, dataset, generator,
         result.wall_time_s = time.perf_counter() - start
         if on_epoch_end is not None:
             on_epoch_end(result)
+        if ranks.distributed and should_stop is not None and ranks.any(should_stop()) and epoch + 1 < config.epochs:
+            result.interrupted = True
+            break
     result.losses  # reads the last epochs back from the GPU  # noqa: B018
     result.wall_time_s = time.perf_counter() - start

@@ -82,6 +82,18 @@ class EpochDraws:
                    torch.zeros(*size, 2, device=device), weight, counts)
 
 
+    def shard(self, rank: int, world_size: int) -> "EpochDraws":
+        """Rank ``rank``'s columns of every batch (views: refilled with the epoch), for data-parallel
+        training: ceil(B / world_size) rows each. Weights are scaled by world_size, so the average
+        of the ranks' gradients (DDP's all-reduce) is the gradient of the whole batch's loss."""
+        batch = self.t.shape[1]
+        per_rank = -(-batch // world_size)
+        lo, hi = min(rank * per_rank, batch), min((rank + 1) * per_rank, batch)
+        counts = [max(0, min(count, hi) - lo) for count in self.counts]
+        return EpochDraws(self.x_0[:, lo:hi], self.t[:, lo:hi], self.eps[:, lo:hi], self.weight[:, lo:hi] * world_size,
+                          counts)
+
+
 def draw_epoch_reference(draws: EpochDraws, dataset: torch.Tensor, n_steps: int) -> None:
     """The original script's draws for one epoch, from the global CPU RNG, in its order.
 
@@ -169,8 +181,12 @@ class TrainSteps:
     """The optimizer step shared by every backend: backward, clip, learning rate, Adam, EMA."""
 
     def __init__(self, model: nn.Module, ema: nn.Module | None, optimizer: torch.optim.Optimizer,
-                 lr_table: torch.Tensor | None, clip_norm: float, ema_decay: float, schedule, draws: EpochDraws):
+                 lr_table: torch.Tensor | None, clip_norm: float, ema_decay: float, schedule, draws: EpochDraws,
+                 cut_rows: bool = True):
         self.model, self.ema, self.optimizer, self.draws, self.schedule = model, ema, optimizer, draws, schedule
+        # eager: each batch cut to its rows and the original loss; False (a rank's shard, which may hold
+        # only padding) the padded, weighted loss
+        self.cut_rows = cut_rows
         self.params = list(model.parameters())
         self.ema_params = None if ema is None else list(ema.parameters())
         self.clip_norm, self.ema_decay = clip_norm, ema_decay
@@ -223,6 +239,9 @@ class EagerRunner:
 
     def _step(self, i: int, step: int) -> None:
         s, d, rows = self.steps, self.steps.draws, self.steps.draws.counts[i]
+        if not s.cut_rows:
+            s.update(s.padded_loss(i), step)
+            return
         s.update(loss_from_draws(s.model, d.x_0[i, :rows], d.t[i, :rows], d.eps[i, :rows], s.schedule), step)
 
 
@@ -234,7 +253,10 @@ class CompiledRunner(EagerRunner):
 
     def __init__(self, steps: TrainSteps):
         super().__init__(steps)
-        self.compiled = torch.compile(_own_code(weighted_loss), fullgraph=True, dynamic=False)
+        # A DDP model's forward (its hooks and logging) is left to run eagerly: Dynamo breaks the graph
+        # there and compiles the loss around it and the wrapped model's forward as graphs of their own.
+        data_parallel = isinstance(steps.model, torch.nn.parallel.DistributedDataParallel)
+        self.compiled = torch.compile(_own_code(weighted_loss), fullgraph=not data_parallel, dynamic=False)
         self.compile_s = None  # the first (compiling) call's seconds, reported apart
 
     def run_epoch(self, first_step: int, should_stop) -> bool:

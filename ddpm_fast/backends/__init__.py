@@ -56,6 +56,9 @@ class Backend:
     takes_generator: bool = True  # False: draws its own noise and needs a seed (or injected noise)
     # None when ``precision`` (one of ``precisions``) can run on the device, else why not
     precision_reason: Callable[[torch.device, str], Optional[str]] = lambda device, precision: None
+    # True: draws its own step noise keyed by (seed, step, global row), so a chunk or shard
+    # with the right row_offset gets the rows of one whole launch (ddpm_fast.rows)
+    keys_rows: bool = False
 
     def cannot_run(self, device: torch.device, precision: str) -> Optional[str]:
         """None when this backend can run ``precision`` on ``device``, else the reason."""

@@ -60,6 +60,8 @@ def _precision_reason(device: torch.device, precision: str) -> str | None:
 
 _PRECISIONS = ("fp32", "tf32", "bf16")
 register_backend(Backend("triton-step", _run_step, _unavailable, _PRECISIONS,
-                         "one Triton launch per step (MLP + update fused)", precision_reason=_precision_reason))
+                         "one Triton launch per step (MLP + update fused)", precision_reason=_precision_reason,
+                         keys_rows=True))
 register_backend(Backend("triton-fused", _run_fused, _unavailable, _PRECISIONS,
-                         "all steps in one Triton launch, points kept on chip", precision_reason=_precision_reason))
+                         "all steps in one Triton launch, points kept on chip", precision_reason=_precision_reason,
+                         keys_rows=True))

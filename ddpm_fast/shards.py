@@ -1,0 +1,190 @@
+"""Sample folders: a sharded run's ``part-<rank>.npy`` files and the ``manifest.json`` that makes
+the folder complete.
+
+Each rank writes its rows to a temporary name chunk by chunk and renames the finished part
+into place, with a record beside it (``part-<rank>.json``: the run's parameters, its rows
+and the part's sha256). Rank 0 writes ``manifest.json`` last, after every rank has reported:
+a folder without a manifest is incomplete (a rank failed or was killed, or the run is still
+going), and ``load_samples`` refuses it. A rerun with ``resume`` keeps every part whose record
+matches the run and whose bytes still hash to the recorded sha256.
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Callable
+
+import numpy as np
+
+from ._io import _remove_quietly, atomic_path
+from .distributed import file_sha256
+
+MANIFEST = "manifest.json"
+FORMAT = "ddpm-fast samples"
+VERSION = 1
+
+
+def part_name(rank: int) -> str:
+    return f"part-{rank:05d}.npy"
+
+
+def _record_path(directory: str, rank: int) -> str:
+    return os.path.join(directory, part_name(rank)[:-len(".npy")] + ".json")
+
+
+def prepare_folder(directory: str, world_size: int) -> None:
+    """Rank 0, before any rank writes: the old manifest goes first (the folder is incomplete from
+    now until the new one is written), then parts of ranks this run does not have."""
+    _remove_quietly(os.path.join(directory, MANIFEST))
+    for name in os.listdir(directory):
+        if name.startswith("part-") and name.endswith((".npy", ".json")):
+            rank = name[len("part-"):].split(".")[0]
+            if not rank.isdigit() or int(rank) >= world_size:
+                _remove_quietly(os.path.join(directory, name))
+
+
+def reusable_part(directory: str, rank: int, params: dict, rows: tuple) -> dict | None:
+    """The record of this rank's part when it was written by the same run for the same rows and
+    its bytes still hash to the recorded sha256; else None."""
+    path = os.path.join(directory, part_name(rank))
+    try:
+        with open(_record_path(directory, rank)) as f:
+            record = json.load(f)
+    except (OSError, ValueError):
+        return None
+    if record.get("params") != params or record.get("rows") != list(rows) or not os.path.isfile(path):
+        return None
+    if os.path.getsize(path) != record.get("bytes") or file_sha256(path) != record.get("sha256"):
+        return None
+    return record
+
+
+def write_part(directory: str, rank: int, rows: tuple, params: dict, sample_rows: Callable, chunk: int,
+               on_chunk: Callable[[int], None] | None = None) -> dict:
+    """Rows [lo, hi) into ``part-<rank>.npy``: ``sample_rows(a, b)`` ([b - a, 2] float32 tensor) is
+    called chunk by chunk and each chunk goes straight into the file (a memory map of a
+    temporary name, renamed when complete). Returns the part's record, also written beside it."""
+    lo, hi = rows
+    path = os.path.join(directory, part_name(rank))
+    with atomic_path(path) as temp:
+        out = np.lib.format.open_memmap(temp, mode="w+", dtype=np.float32, shape=(hi - lo, 2))
+        for a in range(lo, hi, chunk):
+            b = min(a + chunk, hi)
+            out[a - lo:b - lo] = sample_rows(a, b).cpu().numpy()
+            if on_chunk is not None:
+                on_chunk(b - a)
+        out.flush()
+        del out
+        record = {"file": part_name(rank), "rank": rank, "rows": [lo, hi], "bytes": os.path.getsize(temp),
+                  "sha256": file_sha256(temp), "params": params}
+    with atomic_path(_record_path(directory, rank)) as temp:
+        with open(temp, "w") as f:
+            json.dump(record, f, indent=1)
+    return record
+
+
+def write_manifest(directory: str, params: dict, records: list) -> str:
+    """Rank 0, after every rank reported its part: the manifest that makes the folder complete."""
+    records = sorted(records, key=lambda r: r["rows"][0])
+    covered = 0
+    for record in records:  # the parts must tile [0, n) in order
+        if record["rows"][0] != covered:
+            raise RuntimeError(f"the parts do not tile the rows: {record['file']} starts at {record['rows'][0]}, "
+                               f"expected {covered}")
+        covered = record["rows"][1]
+    if covered != params["n"]:
+        raise RuntimeError(f"the parts cover {covered} rows, not n = {params['n']}")
+    manifest = {"format": FORMAT, "version": VERSION, **params, "shape": [params["n"], 2], "dtype": "float32",
+                "parts": [{k: r[k] for k in ("file", "rank", "rows", "bytes", "sha256")} for r in records]}
+    path = os.path.join(directory, MANIFEST)
+    with atomic_path(path) as temp:
+        with open(temp, "w") as f:
+            json.dump(manifest, f, indent=1)
+    return path
+
+
+class SampleParts:
+    """A sharded run's samples as one read-only [n, 2] float32 array over memory-mapped parts:
+    ``len``, ``shape``, indexing by row (int, slice, or a tuple whose first index is a row slice)
+    and ``np.asarray`` (which reads everything into memory). ``parts`` are the memmaps."""
+
+    def __init__(self, parts: list, manifest: dict):
+        self.parts, self.manifest = parts, manifest
+        self.starts = np.cumsum([0] + [len(p) for p in parts])  # [P + 1] first row of each part
+        self.shape = (int(self.starts[-1]), 2)
+        self.dtype, self.ndim = np.dtype(np.float32), 2
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, index):
+        rows, rest = (index[0], index[1:]) if isinstance(index, tuple) else (index, ())
+        if isinstance(rows, (int, np.integer)):
+            row = int(rows) + (len(self) if rows < 0 else 0)
+            if not 0 <= row < len(self):
+                raise IndexError(f"row {rows} is outside [0, {len(self)})")
+            p = int(np.searchsorted(self.starts, row, side="right")) - 1
+            return self.parts[p][(row - self.starts[p], *rest)]
+        if not isinstance(rows, slice):
+            raise TypeError("SampleParts takes a row index or a row slice first")
+        lo, hi, step = rows.indices(len(self))
+        pieces = []
+        for p, part in enumerate(self.parts):
+            a, b = max(lo, self.starts[p]), min(hi, self.starts[p + 1])
+            if a < b and step == 1:
+                pieces.append(part[a - self.starts[p]:b - self.starts[p]])
+        if step != 1:
+            return np.asarray(self)[rows][(slice(None), *rest)]
+        joined = np.concatenate(pieces) if pieces else np.empty((0, 2), np.float32)
+        return joined[(slice(None), *rest)]
+
+    def __array__(self, dtype=None, copy=None):
+        whole = self[:]
+        return whole if dtype is None else whole.astype(dtype)
+
+    def __repr__(self) -> str:
+        return f"SampleParts(shape={self.shape}, parts={len(self.parts)})"
+
+
+def load_samples(path, verify: bool = True):
+    """The samples at ``path``: a folder written by a sharded ``ddpm-fast sample`` (its manifest
+    checked: every part present, of the recorded size, rows tiling [0, n), and with
+    ``verify`` its sha256) as a ``SampleParts``, or a ``.npy`` file as a memory-mapped array.
+
+    A folder without ``manifest.json`` is incomplete (a rank failed, or the run is going) and
+    is refused; so is one whose parts do not match their manifest.
+    """
+    path = os.fsdecode(path)
+    if os.path.isfile(path):
+        return np.load(path, mmap_mode="r")
+    if not os.path.isdir(path):
+        raise FileNotFoundError(2, "no such samples folder or .npy file", path)
+    manifest_path = os.path.join(path, MANIFEST)
+    try:
+        with open(manifest_path) as f:
+            manifest = json.load(f)
+    except FileNotFoundError:
+        raise ValueError(f"{path}: has no {MANIFEST}: the run is incomplete (a rank failed or was killed, or "
+                         "it is still running); rerun it with --resume") from None
+    except ValueError as err:
+        raise ValueError(f"{manifest_path}: not a readable manifest ({err})") from None
+    if manifest.get("format") != FORMAT or not isinstance(manifest.get("parts"), list):
+        raise ValueError(f"{manifest_path}: not a ddpm-fast samples manifest")
+    parts, covered = [], 0
+    for entry in manifest["parts"]:
+        file = os.path.join(path, entry["file"])
+        lo, hi = entry["rows"]
+        if lo != covered:
+            raise ValueError(f"{manifest_path}: {entry['file']} starts at row {lo}, expected {covered}")
+        if not os.path.isfile(file) or os.path.getsize(file) != entry["bytes"]:
+            raise ValueError(f"{file}: missing or not of the {entry['bytes']} bytes its manifest records")
+        if verify and file_sha256(file) != entry["sha256"]:
+            raise ValueError(f"{file}: its sha256 does not match the manifest (the file changed)")
+        part = np.load(file, mmap_mode="r")
+        if part.shape != (hi - lo, 2) or part.dtype != np.float32:
+            raise ValueError(f"{file}: holds {part.dtype}{list(part.shape)}, the manifest says float32[{hi - lo}, 2]")
+        parts.append(part)
+        covered = hi
+    if covered != manifest.get("n"):
+        raise ValueError(f"{manifest_path}: the parts cover {covered} rows, not n = {manifest.get('n')}")
+    return SampleParts(parts, manifest)
