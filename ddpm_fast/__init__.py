@@ -10,6 +10,7 @@ from .model import MLPDiffusion  # noqa: E402
 from .samplers import SAMPLERS, SamplerPlan, make_plan  # noqa: E402
 from .sampling import sample  # noqa: E402
 from .schedule import Schedule, make_schedule  # noqa: E402
+from .shards import load_samples  # noqa: E402
 from .train import RECIPES, TrainConfig, TrainResult, train  # noqa: E402
 
 
@@ -22,7 +23,7 @@ def available_samplers() -> list:
 __all__ = [
     "SAMPLERS", "SamplerPlan", "available_samplers", "make_plan",
     "DATASETS", "RECIPES", "MLPDiffusion", "Schedule", "TrainConfig", "TrainResult", "available_backends", "backend_names",
-    "diffusion_loss", "load_checkpoint", "load_pretrained", "make_dataset", "make_s_curve", "make_schedule",
+    "diffusion_loss", "load_checkpoint", "load_samples", "load_pretrained", "make_dataset", "make_s_curve", "make_schedule",
     "p_sample", "p_sample_loop", "q_sample", "quality_report", "rbf_mmd", "sample", "save_checkpoint",
     "sliced_wasserstein", "train",
 ]

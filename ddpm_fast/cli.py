@@ -347,7 +347,8 @@ def _sample(args, model, schedule, n, trajectory=False):
         out = torch.stack([s.detach() for s in states])
     else:
         out = sample(model, n, schedule=schedule, seed=args.seed, backend=backend, precision=args.precision,
-                     device=device, progress=not args.quiet, **kwargs)
+                     device=device, progress=not args.quiet, chunk_size=getattr(args, "chunk_size", DEFAULT_CHUNK),
+                     **kwargs)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - start

@@ -34,10 +34,13 @@ def _record_path(directory: str, rank: int) -> str:
 
 def prepare_folder(directory: str, world_size: int) -> None:
     """Rank 0, before any rank writes: the old manifest goes first (the folder is incomplete from
-    now until the new one is written), then parts of ranks this run does not have."""
+    now until the new one is written), then parts of ranks this run does not have and the
+    temporaries of killed ones."""
     _remove_quietly(os.path.join(directory, MANIFEST))
     for name in os.listdir(directory):
-        if name.startswith("part-") and name.endswith((".npy", ".json")):
+        if name.startswith(".part-") and ".tmp" in name:  # a killed rank's half-written part
+            _remove_quietly(os.path.join(directory, name))
+        elif name.startswith("part-") and name.endswith((".npy", ".json")):
             rank = name[len("part-"):].split(".")[0]
             if not rank.isdigit() or int(rank) >= world_size:
                 _remove_quietly(os.path.join(directory, name))

@@ -185,9 +185,9 @@ def test_evaluate_reports_the_biased_mmd_beside_the_unbiased(capsys):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["sample", "--n", "1e400"], "argument --n: not an integer: '1e400'"),
-    (["sample", "--n", "2.5e0"], "argument --n: not an integer: '2.5e0'"),
-    (["sample", "--n", "ten"], "argument --n: not an integer: 'ten'"),
+    (["sample", "--n", "1e400"], "argument --num-samples/--n: not an integer: '1e400'"),
+    (["sample", "--n", "2.5e0"], "argument --num-samples/--n: not an integer: '2.5e0'"),
+    (["sample", "--n", "ten"], "argument --num-samples/--n: not an integer: 'ten'"),
     (["sample", "--seed", "-1"], "argument --seed: must be at least 0, got -1"),
     (["bench", "--warmup", "-1"], "argument --warmup: must be at least 0, got -1"),
     (["sample", "--device", "meta"], "'meta': the commands run on cpu, cuda or cuda:N"),

@@ -1,0 +1,238 @@
+"""Past one process: row-keyed noise, sharded sample folders, DDP training and bench under torchrun
+(2 CPU processes over gloo, launched by torchrun itself)."""
+import json
+import os
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+import ddpm_fast as D
+from ddpm_fast.rows import ROW_BLOCK, keyed_draws, shard_rows
+from ddpm_fast.samplers import make_plan
+from ddpm_fast.shards import MANIFEST, load_samples
+from tolerances import TOLERANCES, TRAIN_TOLERANCES
+
+FEW_STEPS = dict(sampler="unipc", steps=5)  # cheap in the interpreter; noiseless steps but x_T
+ANCESTRAL = dict(sampler="ddim", steps=6, eta=0.7)  # draws a z at every step but the last
+
+
+@pytest.fixture(scope="module")
+def model():
+    return D.load_pretrained()[0]
+
+
+def _torchrun(*args, ranks=2, script=("-m", "ddpm_fast"), timeout=300):
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={ranks}",
+               *script, *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+
+
+# --- row-keyed noise: in one process ----------------------------------------------------------
+
+def test_keyed_draws_are_the_rows_of_one_whole_draw():
+    """Across key-block boundaries, any split of the rows draws exactly the whole draw's numbers."""
+    plan = make_plan(D.make_schedule(100), **ANCESTRAL)
+    n = ROW_BLOCK + 1000
+    x_T, noise = keyed_draws(5, 0, n, plan, torch.device("cpu"))
+    for lo, hi in [(0, 1), (ROW_BLOCK - 3, ROW_BLOCK + 4), (7, n), (ROW_BLOCK, n)]:
+        part_x, part_noise = keyed_draws(5, lo, hi, plan, torch.device("cpu"))
+        assert torch.equal(part_x, x_T[lo:hi]) and torch.equal(part_noise, noise[:, lo:hi])
+    assert noise[-1].abs().sum() == 0 and noise[:-1].std() > 0.9  # the last step adds no noise
+    other, _ = keyed_draws(6, 0, n, plan, torch.device("cpu"))
+    assert not torch.equal(other, x_T)  # another seed, other numbers
+    assert not torch.equal(x_T[:1000], x_T[ROW_BLOCK:ROW_BLOCK + 1000])  # blocks draw apart
+
+
+@pytest.mark.parametrize("backend", ["eager", "compile"])
+@pytest.mark.parametrize("case", ["ddpm", "ancestral"])
+def test_same_rows_whatever_the_chunks_and_shards(model, backend, case):
+    """Bit for bit: one whole keyed draw, chunked draws and 2- or 3-way shards. (CPU BLAS takes
+    another kernel for a matmul of fewer than about 10 rows, whose last bits differ: every piece
+    here has at least 16 rows; test_tiny_shards_agree_to_rounding covers the rest.)"""
+    sampler = {} if case == "ddpm" else ANCESTRAL
+    n = 1001 if case == "ddpm" else 5003
+    kwargs = dict(seed=11, backend=backend, **sampler)
+    whole = D.sample(model, n, keyed=True, chunk_size=None, **kwargs)
+    assert torch.equal(D.sample(model, n, chunk_size=450, **kwargs), whole)  # chunked: keyed by default
+    for world_size in (2, 3):
+        shards = [D.sample(model, n, rows=shard_rows(n, r, world_size), **kwargs) for r in range(world_size)]
+        assert torch.equal(torch.cat(shards), whole)
+    unkeyed = D.sample(model, n, chunk_size=None, **kwargs)  # an unchunked call keeps the torch stream
+    assert not torch.equal(unkeyed, whole)
+    if backend == "eager" and case == "ddpm":  # which is the reference's: the same call with a generator
+        generator = torch.Generator().manual_seed(11)
+        assert torch.equal(unkeyed, D.sample(model, n, generator=generator, backend="eager", chunk_size=None))
+
+
+def test_tiny_shards_agree_to_rounding(model):
+    n = 40
+    whole = D.sample(model, n, keyed=True, seed=2, backend="eager", **ANCESTRAL)
+    pieces = torch.cat([D.sample(model, n, rows=(lo, min(lo + 3, n)), seed=2, backend="eager", **ANCESTRAL)
+                        for lo in range(0, n, 3)])
+    atol, rtol = TOLERANCES["fp32"]
+    torch.testing.assert_close(pieces, whole, atol=atol, rtol=rtol)
+
+
+def test_keyed_backends_share_the_noise(model):
+    """compile and eager draw the same keyed noise, so they agree within the fp32 tolerance; the
+    Triton backends take the same x_T and their own row-keyed z."""
+    kwargs = dict(seed=4, keyed=True, **ANCESTRAL)
+    eager = D.sample(model, 300, backend="eager", **kwargs)
+    atol, rtol = TOLERANCES["fp32"]
+    torch.testing.assert_close(D.sample(model, 300, backend="compile", **kwargs), eager, atol=atol, rtol=rtol)
+
+
+def test_triton_shards_equal_one_launch(model):
+    pytest.importorskip("triton")
+    n = 150
+    kwargs = dict(seed=9, backend="triton-fused", **FEW_STEPS)
+    whole = D.sample(model, n, keyed=True, **kwargs)
+    parts = torch.cat([D.sample(model, n, rows=shard_rows(n, r, 2), **kwargs) for r in range(2)])
+    assert torch.equal(parts, whole)
+    assert torch.equal(D.sample(model, n, chunk_size=64, **kwargs), whole)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(rows=(5, 3)), "0 <= lo <= hi <= n"),
+    (dict(rows=(0, 11)), "0 <= lo <= hi <= n"),
+    (dict(rows=(0, 4), keyed=False), "keyed=False would draw other numbers"),
+    (dict(keyed=True, seed=None), "needs a seed"),
+    (dict(keyed=True, x_T=torch.zeros(10, 2)), "cannot be combined with injected"),
+])
+def test_keyed_requests_checked(model, kwargs, message):
+    kwargs = {"seed": 1, **kwargs}
+    with pytest.raises(ValueError, match=message):
+        D.sample(model, 10, backend="eager", **kwargs)
+
+
+# --- torchrun: the command-line flags ----------------------------------------------------------
+
+def test_every_flag_has_a_name_torchrun_passes_on():
+    """torchrun parses the arguments after ``-m ddpm_fast`` too and refuses an abbreviation of its own
+    options (``--n``): every option of every subcommand must have a name that reaches us intact."""
+    from torch.distributed.run import get_args_parser
+
+    from ddpm_fast.cli import build_parser
+    launcher = get_args_parser()
+    subcommands = next(a for a in build_parser()._actions if a.dest == "command").choices
+    assert {"sample", "train", "bench", "evaluate"} <= set(subcommands)
+    for name, parser in subcommands.items():
+        for action in parser._actions:
+            long_names = [o for o in action.option_strings if o.startswith("--") and o != "--help"]
+            if not long_names:
+                continue
+            passes = []
+            for option in long_names:
+                argv = ["--nproc-per-node=2", "-m", "ddpm_fast", name, option, "1"]
+                try:
+                    parsed = launcher.parse_args(argv)
+                except SystemExit:
+                    continue
+                if parsed.training_script_args == [name, option, "1"]:
+                    passes.append(option)
+            assert passes, f"{name} {'/'.join(long_names)}: torchrun refuses or takes every name"
+    with pytest.raises(SystemExit):  # why --n has a long name: torchrun refuses it
+        launcher.parse_args(["-m", "ddpm_fast", "sample", "--n", "5"])
+
+
+# --- torchrun: sharded sampling ----------------------------------------------------------------
+
+def _check_manifest(folder, n, world_size, backend):
+    manifest = json.loads((folder / MANIFEST).read_text())
+    assert (manifest["n"], manifest["world_size"], manifest["backend"], manifest["shape"]) == \
+        (n, world_size, backend, [n, 2])
+    assert [p["rows"] for p in manifest["parts"]] == [list(shard_rows(n, r, world_size)) for r in range(world_size)]
+    return manifest
+
+
+@pytest.mark.parametrize("backend, sampler, n", [("eager", {}, 1001), ("triton-fused", FEW_STEPS, 130)])
+def test_two_ranks_write_the_rows_of_one_process(model, tmp_path, backend, sampler, n):
+    if backend.startswith("triton"):
+        pytest.importorskip("triton")
+    flags = [f"--{k}={v}" for k, v in sampler.items()]
+    done = _torchrun("sample", f"--num-samples={n}", "--seed=7", f"--backend={backend}", "--device=cpu",
+                     "--chunk-size=300", f"--out={tmp_path}", "--quiet", *flags)
+    assert done.returncode == 0, done.stderr[-3000:]
+    _check_manifest(tmp_path, n, 2, backend)
+    samples = load_samples(tmp_path)
+    assert samples.shape == (n, 2) and len(samples.parts) == 2
+    expected = D.sample(model, n, seed=7, keyed=True, backend=backend, **sampler).numpy()
+    assert np.array_equal(np.asarray(samples), expected)
+    assert np.array_equal(samples[n // 2 - 2:n // 2 + 3], expected[n // 2 - 2:n // 2 + 3])  # across parts
+    assert np.array_equal(samples[-1], expected[-1])
+    report = json.loads(subprocess.run([sys.executable, "-m", "ddpm_fast", "evaluate", "--samples", str(tmp_path),
+                                        "--n", str(n // 2), "--draws", "2", "--quiet"],
+                                       capture_output=True, text=True, check=True).stdout)
+    assert report["draws"] == 2 and report["run"]["world_size"] == 2 and report["median"]["swd"] > 0
+
+
+def test_killed_rank_leaves_no_manifest_and_resume_keeps_the_good_part(model, tmp_path):
+    n = 900
+    flags = [f"--num-samples={n}", "--seed=3", "--backend=eager", "--device=cpu", "--chunk-size=200",
+             f"--out={tmp_path}", "--quiet"]
+    killed = _torchrun("sample", *flags, script=[os.path.join(os.path.dirname(__file__), "dist_kill_rank.py")])
+    assert killed.returncode != 0
+    assert not (tmp_path / MANIFEST).exists() and (tmp_path / "part-00000.npy").exists()
+    assert not (tmp_path / "part-00001.npy").exists()
+    with pytest.raises(ValueError, match="incomplete"):
+        load_samples(tmp_path)
+    resumed = _torchrun("sample", *flags, "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    report = json.loads(resumed.stdout)
+    assert [p["reused"] for p in report["parts"]] == [True, False]
+    assert not [name for name in os.listdir(tmp_path) if name.startswith(".")]  # the dead rank's temporary
+    expected = D.sample(model, n, seed=3, keyed=True, backend="eager").numpy()
+    assert np.array_equal(np.asarray(load_samples(tmp_path)), expected)
+    part = tmp_path / "part-00000.npy"  # a changed part is caught by its checksum
+    data = np.load(part)
+    data[0, 0] += 1
+    np.save(part, data)
+    with pytest.raises(ValueError, match="sha256 does not match"):
+        load_samples(tmp_path)
+
+
+# --- torchrun: data-parallel training and bench -----------------------------------------------
+
+def test_two_rank_training_matches_one_rank(tmp_path):
+    """2 ranks x 64 rows = the 1-rank batch of 128 on the same draws: equal within float tolerance
+    (the ranks' identical weights are checked by train itself, test_ranks_must_agree)."""
+    config = D.TrainConfig(epochs=2, n_points=1000, batch_size=128, snapshot_every=0)
+    done = _torchrun("train", "--epochs=2", "--n-points=1000", "--batch-size=128", "--snapshot-every=0",
+                     f"--out={tmp_path}", "--quiet")
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout)
+    assert (report["world_size"], report["global_batch"], report["epochs_done"]) == (2, 128, 2)
+    two, _, meta = D.load_checkpoint(tmp_path / "checkpoint.pt")
+    assert (meta["world_size"], meta["global_batch"], meta["per_rank_batch"]) == (2, 128, 64)
+    one = D.train(config, progress=False)
+    atol, rtol = TRAIN_TOLERANCES["ddp"]
+    for name, b in one.model.state_dict().items():
+        a = two.state_dict()[name]
+        difference = float((a.double() - b.double()).abs().max())
+        assert difference <= atol and difference <= rtol * float(b.abs().max()), (name, difference)
+    torch.manual_seed(config.seed)  # the weights train() starts from: the runs moved them
+    start = D.MLPDiffusion(config.n_steps, config.num_units).state_dict()["linears.0.weight"]
+    assert float((two.state_dict()["linears.0.weight"] - start).abs().max()) > 100 * atol
+    assert meta["final_loss"] == pytest.approx(one.losses[-1], rel=1e-5)
+
+
+def test_ranks_must_agree(model):
+    from ddpm_fast.train import _check_ranks_agree
+    ranks = SimpleNamespace(distributed=True, world_size=2, gather=lambda digest: [digest, "0" * 64])
+    with pytest.raises(RuntimeError, match="different weights"):
+        _check_ranks_agree(ranks, [model])
+
+
+def test_bench_reports_aggregate_throughput(tmp_path):
+    out = tmp_path / "bench.json"
+    done = _torchrun("bench", "--num-samples=200", "--backends=eager", "--repeats=3", "--warmup=1",
+                     "--device=cpu", f"--json={out}", "--quiet")
+    assert done.returncode == 0, done.stderr[-3000:]
+    row = json.loads(out.read_text())["rows"][0]
+    assert row["world_size"] == 2 and row["aggregate_point_steps_per_s"] > 0
+    assert row["scaling_efficiency"] == pytest.approx(row["median_s"] / row["parallel_median_s"])
+    assert "agg Mpt-step/s" in done.stdout and "scaling" in done.stdout
