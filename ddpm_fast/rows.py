@@ -49,7 +49,11 @@ def keyed_draws(seed: int, lo: int, hi: int, plan, device: torch.device, dtype: 
         x_T[start + a - lo:start + b - lo] = torch.randn(ROW_BLOCK, 2, generator=generator, device=device)[a:b]
         if with_noise and noisy:
             z = torch.randn(len(noisy), ROW_BLOCK, 2, generator=generator, device=device)  # [noisy, ROW_BLOCK, 2]
-            noise[noisy, start + a - lo:start + b - lo] = z[:, a:b]
+            if noisy == list(range(len(noisy))):  # the usual case: every step but maybe the last
+                noise[:len(noisy), start + a - lo:start + b - lo] = z[:, a:b]
+            else:  # step by step: a list index would copy an index tensor to the device
+                for j, step in enumerate(noisy):
+                    noise[step, start + a - lo:start + b - lo] = z[j, a:b]
     if plan.prior_std != 1.0:
         x_T = x_T * plan.prior_std
     return x_T.to(dtype), None if noise is None else noise.to(dtype)

@@ -175,3 +175,48 @@ def test_train_cli_on_cuda(tmp_path, capsys):
     assert '"backend": "cudagraph"' in capsys.readouterr().out
     model, _, meta = D.load_checkpoint(tmp_path / "checkpoint.pt")
     assert meta["epochs_done"] == 20 and meta["device"] == "cuda"
+
+
+@pytest.mark.parametrize("backend", ["eager", "compile", "cudagraph", "triton-fused"])
+def test_keyed_rows_on_cuda(backend, record_property):
+    """Shards of a keyed request against the whole, across a key block (16,384 rows); without a
+    host sync. The Triton kernels compute a row alike whatever N: bit for bit. cuBLAS may choose
+    its kernel by shape: the others within the fp32 tolerance (the difference is recorded)."""
+    model = D.load_pretrained("cuda")[0]
+    n, kwargs = 20_000, dict(seed=3, backend=backend, sampler="ddim", steps=10, eta=0.5)
+    whole = D.sample(model, n, keyed=True, **kwargs)
+    shards = torch.cat([D.sample(model, n, rows=rows, **kwargs) for rows in ((0, 9000), (9000, n))])
+    record_property("max_abs_shard_diff", float((whole - shards).abs().max()))
+    if backend == "triton-fused":
+        assert torch.equal(shards, whole)
+    else:  # the same injected keyed noise as eager
+        assert_close(shards, whole, "fp32")
+        assert_close(whole, D.sample(model, n, keyed=True, **{**kwargs, "backend": "eager"}), "fp32")
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        D.sample(model, n, rows=(100, 9000), **kwargs)
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+
+
+def test_torchrun_on_cuda_with_nccl(tmp_path):
+    """One rank over NCCL (a lent machine has one GPU): the process group with device_id, a sharded
+    sample folder equal to one keyed call, and the bench's all-ranks timing path."""
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    def torchrun(*args):
+        done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=1",
+                               "-m", "ddpm_fast", *args, "--device=cuda", "--quiet"],
+                              capture_output=True, text=True, timeout=240)
+        assert done.returncode == 0, done.stderr[-3000:]
+        return done.stdout
+    torchrun("sample", "--num-samples=5000", "--seed=2", "--backend=triton-fused", f"--out={tmp_path / 's'}")
+    model = D.load_pretrained("cuda")[0]
+    expected = D.sample(model, 5000, seed=2, keyed=True, backend="triton-fused").cpu().numpy()
+    assert np.array_equal(np.asarray(D.load_samples(tmp_path / "s")), expected)
+    torchrun("bench", "--num-samples=10000", "--backends=triton-fused", "--repeats=3", f"--json={tmp_path / 'b.json'}")
+    torchrun("train", "--epochs=2", "--n-points=1000", "--snapshot-every=0", f"--out={tmp_path / 't'}")

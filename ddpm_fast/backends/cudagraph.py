@@ -7,8 +7,9 @@ inputs too, copied in before every replay, so a call with another schedule or gr
 replays the tables of an earlier one. Drawn noise comes from the default CUDA
 generator inside the graph, which PyTorch advances on every replay: fresh noise without
 recapture. A seed replays under ``torch.random.fork_rng``, so the caller's RNG state is left
-as it was; each chunk of a chunked request replays under its own seed, derived from the
-seed and the chunk's first row, so chunks never repeat each other's noise. The graph reads
+as it was; a chunk of a request chunked with ``keyed=False`` replays under its own seed,
+derived from the seed and the chunk's first row, so chunks never repeat each other's noise
+(a seeded chunked request is row-keyed by default: its noise comes in as injected noise). The graph reads
 the parameters by address, so in-place weight updates (also through ``p.data``) are seen;
 a replaced parameter changes the key and the loop is captured again.
 """
