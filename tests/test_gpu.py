@@ -219,4 +219,3 @@ def test_torchrun_on_cuda_with_nccl(tmp_path):
     expected = D.sample(model, 5000, seed=2, keyed=True, backend="triton-fused").cpu().numpy()
     assert np.array_equal(np.asarray(D.load_samples(tmp_path / "s")), expected)
     torchrun("bench", "--num-samples=10000", "--backends=triton-fused", "--repeats=3", f"--json={tmp_path / 'b.json'}")
-    torchrun("train", "--epochs=2", "--n-points=1000", "--snapshot-every=0", f"--out={tmp_path / 't'}")
