@@ -342,7 +342,9 @@ def train(config: TrainConfig = TrainConfig(), dataset: torch.Tensor | None = No
                       f"steps: the learning rate never reaches {config.lr}", UserWarning, stacklevel=2)
     rates = lr_table(config.lr_schedule, config.lr, config.warmup_steps, config.epochs * n_batches, device)
     if ranks.distributed:  # every rank draws the whole epoch, then steps on its columns of each batch
-        loss_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        gpu = (device.index if device.index is not None else torch.cuda.current_device()) if device.type == "cuda" \
+            else None
+        loss_model = DistributedDataParallel(model, device_ids=None if gpu is None else [gpu])
         steps = TrainSteps(loss_model, ema, optimizer, rates, config.clip_norm, config.ema_decay, schedule,
                            draws.shard(ranks.rank, ranks.world_size), cut_rows=False)
     else:
