@@ -85,8 +85,8 @@ def environment(device: torch.device) -> dict:
 def time_case(fn, device: torch.device, repeats: int, warmup: int, ranks=None) -> dict:
     """``time_call`` on rank 0 alone (the other ranks wait), then, with several ranks, all of them
     at once: each timed call starts after a barrier, and a call's time is the slowest rank's.
-    Adds ``parallel_median_s`` (and its p20/p80) to rank 0's figures. Raises what ``fn`` raised
-    on any rank, on every rank (so none is left waiting)."""
+    Adds ``parallel_median_s`` (and its p20/p80) to rank 0's figures. What ``fn`` raises on any
+    rank is raised on every rank, after the same collectives (so none is left waiting)."""
     if ranks is None or not ranks.distributed:
         return time_call(fn, device, repeats, warmup)
     stats, error = None, None
@@ -95,29 +95,40 @@ def time_case(fn, device: torch.device, repeats: int, warmup: int, ranks=None) -
             stats = time_call(fn, device, repeats, warmup)
         except Exception as err:  # noqa: BLE001  (re-raised below on every rank)
             error = f"{type(err).__name__}: {err}"
-    try:
-        if error is None and not ranks.is_main:
-            for _ in range(1 + warmup):  # the first call (compile, capture) and the warm-up, untimed
-                fn()
-    except Exception as err:  # noqa: BLE001
-        error = f"rank {ranks.rank}: {type(err).__name__}: {err}"
-    outcomes = ranks.gather((error, stats))  # rank 0's figures, to every rank
-    errors = [e for e, _ in outcomes if e]
-    if errors:
-        raise RuntimeError(errors[0])
-    stats = outcomes[0][1]
-    times = []
+    stats, error = ranks.gather((stats, error))[0]  # the others wait here: rank 0 timed alone
+    if error is None and not ranks.is_main:
+        error = _quietly(fn, 1 + warmup, ranks.rank)  # their first call (compile, capture) and warm-up
+    _raise_first(ranks.gather(error))
+    times, error = [], None
     for _ in range(repeats):
         ranks.barrier()
         _sync(device)
         start = time.perf_counter()
-        fn()
+        error = error or _quietly(fn, 1, ranks.rank)  # a failed rank still joins every barrier
         _sync(device)
         times.append(time.perf_counter() - start)
-    slowest = [max(column) for column in zip(*ranks.gather(times))]  # [repeats]: the slowest rank each time
+    gathered = ranks.gather((times, error))
+    _raise_first(e for _, e in gathered)
+    slowest = [max(column) for column in zip(*(t for t, _ in gathered))]  # [repeats]: the slowest rank each time
     quantiles = statistics.quantiles(slowest, n=5) if len(slowest) > 1 else [slowest[0]] * 4
     return {**stats, "parallel_median_s": statistics.median(slowest), "parallel_p20_s": quantiles[0],
             "parallel_p80_s": quantiles[3]}
+
+
+def _quietly(fn, calls: int, rank: int) -> str | None:
+    """Calls ``fn`` ``calls`` times; the first error as text (rank named), else None."""
+    try:
+        for _ in range(calls):
+            fn()
+    except Exception as err:  # noqa: BLE001  (every rank learns of it through a gather)
+        return f"rank {rank}: {type(err).__name__}: {err}"
+    return None
+
+
+def _raise_first(errors) -> None:
+    errors = [e for e in errors if e]
+    if errors:
+        raise RuntimeError(errors[0])
 
 
 def run_benchmark(model, schedule, device, ns, backends, precisions=("fp32",), repeats: int = 10,
@@ -155,6 +166,8 @@ def run_benchmark(model, schedule, device, ns, backends, precisions=("fp32",), r
 def _run_case(result, model, schedule, device, spec, n, precision, name, seed, repeats, warmup, ranks=None):
     case = {"backend": name, "n": n, "precision": precision, **spec}
     reason = _cannot_run(name, device, precision, result["matmul_ceiling_tflops"])
+    if ranks is not None and ranks.distributed:  # skipped on every rank if any rank cannot run it
+        reason = next((r for r in ranks.gather(reason) if r), None)
     if reason:
         result["skipped"].append({**case, "reason": reason})
         return

@@ -24,7 +24,7 @@ from ._io import atomic_path, check_output_dir, check_output_file, staged_output
 from .backends.compiled import COMPILE_MODES, set_compile_mode
 from .checkpoint import PRETRAINED, load_checkpoint, load_train_state, pretrained_path, save_checkpoint
 from .data import DATASETS, make_dataset
-from .distributed import World, launched_by_torchrun, world
+from .distributed import World, claim_rank_gpu, launched_by_torchrun, world
 from .sampling import DEFAULT_CHUNK
 from .schedule import SCHEDULE_KINDS
 from .train import LR_SCHEDULES, RECIPES, TrainConfig, snapshot_every_steps, train, training_bytes
@@ -225,8 +225,10 @@ def cmd_train(args) -> int:
     with world(given_device or torch.device(args.device).type) as ranks:
         args.device = str(ranks.device)
         args.quiet = args.quiet or not ranks.is_main
+        per_rank = config.batch_size / ranks.world_size
         _say(args, f"training on {ranks.world_size} ranks ({args.backend}, {ranks.device.type}): global batch "
-                   f"{config.batch_size} = {-(-config.batch_size // ranks.world_size)} per rank x {ranks.world_size}")
+                   f"{config.batch_size} = {per_rank:g} per rank x {ranks.world_size}"
+                   + ("" if per_rank.is_integer() else f" ({int(per_rank)} or {int(per_rank) + 1} rows each)"))
         return _train_and_save(args, out, config, resume, ranks)
 
 
@@ -284,8 +286,9 @@ def _train_and_save(args, out, config, resume, ranks) -> int:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+    signum = stop["signal"] or signal.SIGTERM  # a rank stopped by the others' agreement got no signal itself
     if not ranks.is_main:
-        return 128 + stop["signal"] if result.interrupted else 0
+        return 128 + signum if result.interrupted else 0
     written = [ckpt] + ([os.path.join(out, "snapshots.pt")] if result.snapshots else [])
     if result.losses:
         _say(args, "drawing the loss curve" + (" and the last snapshot" if result.snapshots else ""))
@@ -309,7 +312,7 @@ def _train_and_save(args, out, config, resume, ranks) -> int:
     if result.interrupted:
         _say(args, f"stopped after {result.epochs_done} of {config.epochs} epochs; resume with: "
                    f"{report['resume_with']}", always=True)
-        return 128 + stop["signal"]
+        return 128 + signum
     return 0
 
 
@@ -968,12 +971,19 @@ def _describe(err: BaseException) -> str:
     return str(err) or type(err).__name__
 
 
+SHARDED_COMMANDS = ("sample", "train", "bench")  # the others would run W copies writing the same files
+
+
 def main(argv=None) -> int:
+    claim_rank_gpu()  # under torchrun: a bare 'cuda' is this rank's GPU from the start
     args = build_parser().parse_args(argv)
     if getattr(args, "compile_mode", None):
         set_compile_mode(args.compile_mode)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
+        if launched_by_torchrun() and int(os.environ["WORLD_SIZE"]) > 1 and args.command not in SHARDED_COMMANDS:
+            raise ValueError(f"only {', '.join(SHARDED_COMMANDS)} run on several ranks; run {args.command} "
+                             "without torchrun")
         return args.func(args)
     except (ValueError, TypeError, RuntimeError, OSError) as err:  # bad input, missing GPU, unwritable path
         print(f"ddpm-fast {args.command}: error: {_describe(err)}", file=sys.stderr)

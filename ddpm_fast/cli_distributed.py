@@ -4,12 +4,15 @@ hands a command here when torchrun launched the process."""
 from __future__ import annotations
 
 import json
+import os
+import secrets
 import time
 
 import torch
 
 from ._io import check_output_dir
 from .distributed import file_sha256, world
+from .shards import SHARED_MARKER
 
 
 def sample_sharded(args) -> int:
@@ -30,27 +33,27 @@ def sample_sharded(args) -> int:
         kwargs = _sampler_kwargs(args)
         plan = make_plan(schedule, final_noise=True, tuned_grids=model.tuned_grids, **kwargs)
         params = {"n": args.n, "seed": args.seed, **_plan_fields(plan, args), "backend": backend,
-                  "precision": args.precision, "device_type": w.device.type, "world_size": w.world_size,
-                  "checkpoint": path, "checkpoint_sha256": file_sha256(path)}
+                  "precision": args.precision, "world_size": w.world_size, "checkpoint_sha256": file_sha256(path)}
         rows = shard_rows(args.n, w.rank, w.world_size)
         if w.is_main:
-            _check_disk(out, args.n * 8 + 4096 * w.world_size, f"writing {args.n} points as .npy parts")
             prepare_folder(out, w.world_size)  # from here until the new manifest, the folder is incomplete
-        w.barrier()
-        record = reusable_part(out, w.rank, params, rows) if args.resume else None
+        _check_shared_folder(w, out)
+        record = reusable_part(out, w.rank, params, rows, noise_device(w.device)) if args.resume else None
         reused = record is not None
         start = time.perf_counter()
         if not reused:
+            _check_disk(out, (rows[1] - rows[0]) * 8 + 4096, f"writing rows {rows[0]}-{rows[1]} as {out}/part-*.npy")
+
             def sample_rows(a, b):
                 return sample(model, args.n, schedule=schedule, seed=args.seed, backend=backend,
                               precision=args.precision, device=w.device, rows=(a, b), **kwargs)
             if w.is_main:
                 _say(args, f"{w.world_size} rank(s) sampling {args.n} points, {plan.describe()}, backend {backend!r} "
                            f"({args.precision}); rank 0: rows {rows[0]}-{rows[1]}")
-            record = write_part(out, w.rank, rows, params, sample_rows, args.chunk_size)
+            record = write_part(out, w.rank, rows, params, sample_rows, args.chunk_size, noise_device(w.device))
         reports = w.gather({**record, "seconds": time.perf_counter() - start, "reused": reused})
         if w.is_main:
-            manifest = write_manifest(out, params, reports)
+            manifest = write_manifest(out, {**params, "checkpoint": path}, reports)
             slowest = max(r["seconds"] for r in reports)
             print(json.dumps({"n": args.n, "world_size": w.world_size, "backend": backend,
                               "precision": args.precision, **_plan_fields(plan, args),
@@ -59,3 +62,34 @@ def sample_sharded(args) -> int:
                               "parts": [{"file": r["file"], "rows": r["rows"], "seconds": round(r["seconds"], 3),
                                          "reused": r["reused"]} for r in reports]}, indent=2))
     return 0
+
+
+def noise_device(device: torch.device) -> str:
+    """What a part's keyed noise was drawn on: torch's CUDA generators lay their numbers out by the
+    GPU's number of SMs, so parts drawn on other GPU models hold other rows."""
+    if device.type != "cuda":
+        return device.type
+    props = torch.cuda.get_device_properties(device)
+    return f"{props.name} ({props.multi_processor_count} SMs)"
+
+
+def _check_shared_folder(w, out: str) -> None:
+    """Every rank must see the folder rank 0 writes the manifest into (one shared file system):
+    rank 0 leaves a token there, and every rank reads it back before any sampling."""
+    token = secrets.token_hex(8) if w.is_main else None
+    marker = os.path.join(out, SHARED_MARKER)
+    if w.is_main:
+        with open(marker, "w") as f:
+            f.write(token)
+    token = w.gather(token)[0]  # also the barrier after rank 0's clean-up
+    try:
+        with open(marker) as f:
+            sees = f.read() == token
+    except OSError:
+        sees = False
+    blind = [r for r, ok in enumerate(w.gather(sees)) if not ok]
+    if w.is_main:
+        os.remove(marker)
+    if blind:
+        raise RuntimeError(f"ranks {blind} do not see {out} as rank 0 writes it: on several nodes --out must be "
+                           "one shared file system")

@@ -14,7 +14,7 @@ from .samplers import SamplerPlan, make_plan
 from .schedule import Schedule, make_schedule
 
 DEFAULT_CHUNK = 1 << 20  # rows per chunk: bounds eager's [chunk, 128] activations to 512 MB
-KEYED_CHUNK = 1 << 18  # rows per chunk of keyed noise injected into eager/compile/cudagraph: [K, chunk, 2] is 200 MB
+KEYED_NOISE_BYTES = 1 << 28  # keyed noise injected into eager/compile/cudagraph, [K, chunk, 2] float32: 256 MB
 
 
 def run_backend(backend: str, model: nn.Module, betas: torch.Tensor,
@@ -125,8 +125,9 @@ def sample(model: nn.Module, n: int, *, sampler: str = "ddpm", steps: int | None
     # resolved and checked once per request, not per chunk ('auto' warns once)
     chosen = resolve_backend(backend, device, precision, bare_generator=generator is not None and seed is None)
     dtype = check_model_dtype(model, chosen.name)
-    if keyed and not chosen.keys_rows and chunk_size is not None:
-        chunk_size = min(chunk_size, KEYED_CHUNK)  # bounds the injected noise; the rows do not depend on it
+    if keyed and not chosen.keys_rows:  # bounds the injected noise; the rows do not depend on the chunks
+        noise_rows = max(1, KEYED_NOISE_BYTES // (8 * plan.steps))
+        chunk_size = noise_rows if chunk_size is None else min(chunk_size, noise_rows)
     chunk = max(1, hi - lo) if chunk_size is None else chunk_size
     starts = range(lo, hi, chunk) if hi > lo else [lo]
     parts = []

@@ -20,6 +20,7 @@ from ._io import _remove_quietly, atomic_path
 from .distributed import file_sha256
 
 MANIFEST = "manifest.json"
+SHARED_MARKER = ".ddpm-fast-shared-check"  # rank 0's token that every rank must read back
 FORMAT = "ddpm-fast samples"
 VERSION = 1
 
@@ -38,7 +39,7 @@ def prepare_folder(directory: str, world_size: int) -> None:
     temporaries of killed ones."""
     _remove_quietly(os.path.join(directory, MANIFEST))
     for name in os.listdir(directory):
-        if name.startswith(".part-") and ".tmp" in name:  # a killed rank's half-written part
+        if (name.startswith(".part-") and ".tmp" in name) or name == SHARED_MARKER:  # a killed run's
             _remove_quietly(os.path.join(directory, name))
         elif name.startswith("part-") and name.endswith((".npy", ".json")):
             rank = name[len("part-"):].split(".")[0]
@@ -46,16 +47,17 @@ def prepare_folder(directory: str, world_size: int) -> None:
                 _remove_quietly(os.path.join(directory, name))
 
 
-def reusable_part(directory: str, rank: int, params: dict, rows: tuple) -> dict | None:
-    """The record of this rank's part when it was written by the same run for the same rows and
-    its bytes still hash to the recorded sha256; else None."""
+def reusable_part(directory: str, rank: int, params: dict, rows: tuple, noise_device: str) -> dict | None:
+    """The record of this rank's part when it was written by the same run for the same rows, with
+    noise drawn on the same kind of device, and its bytes still hash to the recorded sha256; else None."""
     path = os.path.join(directory, part_name(rank))
     try:
         with open(_record_path(directory, rank)) as f:
             record = json.load(f)
     except (OSError, ValueError):
         return None
-    if record.get("params") != params or record.get("rows") != list(rows) or not os.path.isfile(path):
+    if (record.get("params") != params or record.get("rows") != list(rows) or record.get("noise_device") != noise_device
+            or not os.path.isfile(path)):
         return None
     if os.path.getsize(path) != record.get("bytes") or file_sha256(path) != record.get("sha256"):
         return None
@@ -63,7 +65,7 @@ def reusable_part(directory: str, rank: int, params: dict, rows: tuple) -> dict 
 
 
 def write_part(directory: str, rank: int, rows: tuple, params: dict, sample_rows: Callable, chunk: int,
-               on_chunk: Callable[[int], None] | None = None) -> dict:
+               noise_device: str = "cpu", on_chunk: Callable[[int], None] | None = None) -> dict:
     """Rows [lo, hi) into ``part-<rank>.npy``: ``sample_rows(a, b)`` ([b - a, 2] float32 tensor) is
     called chunk by chunk and each chunk goes straight into the file (a memory map of a
     temporary name, renamed when complete). Returns the part's record, also written beside it."""
@@ -79,7 +81,7 @@ def write_part(directory: str, rank: int, rows: tuple, params: dict, sample_rows
         out.flush()
         del out
         record = {"file": part_name(rank), "rank": rank, "rows": [lo, hi], "bytes": os.path.getsize(temp),
-                  "sha256": file_sha256(temp), "params": params}
+                  "sha256": file_sha256(temp), "noise_device": noise_device, "params": params}
     with atomic_path(_record_path(directory, rank)) as temp:
         with open(temp, "w") as f:
             json.dump(record, f, indent=1)
@@ -98,7 +100,8 @@ def write_manifest(directory: str, params: dict, records: list) -> str:
     if covered != params["n"]:
         raise RuntimeError(f"the parts cover {covered} rows, not n = {params['n']}")
     manifest = {"format": FORMAT, "version": VERSION, **params, "shape": [params["n"], 2], "dtype": "float32",
-                "parts": [{k: r[k] for k in ("file", "rank", "rows", "bytes", "sha256")} for r in records]}
+                "parts": [{k: r[k] for k in ("file", "rank", "rows", "bytes", "sha256", "noise_device")}
+                          for r in records]}
     path = os.path.join(directory, MANIFEST)
     with atomic_path(path) as temp:
         with open(temp, "w") as f:
@@ -129,19 +132,27 @@ class SampleParts:
             p = int(np.searchsorted(self.starts, row, side="right")) - 1
             return self.parts[p][(row - self.starts[p], *rest)]
         if not isinstance(rows, slice):
-            raise TypeError("SampleParts takes a row index or a row slice first")
-        lo, hi, step = rows.indices(len(self))
+            raise TypeError(f"SampleParts takes a row index or a row slice first, got {type(rows).__name__} "
+                            "(np.asarray(samples) gives a plain array)")
+        wanted = range(len(self))[rows]
+        if wanted.step < 0:  # the same rows read forwards, then reversed
+            return self[wanted[-1]:wanted[0] + 1:-wanted.step][::-1][(slice(None), *rest)] if len(wanted) else \
+                np.empty((0, 2), np.float32)[(slice(None), *rest)]
         pieces = []
         for p, part in enumerate(self.parts):
-            a, b = max(lo, self.starts[p]), min(hi, self.starts[p + 1])
-            if a < b and step == 1:
-                pieces.append(part[a - self.starts[p]:b - self.starts[p]])
-        if step != 1:
-            return np.asarray(self)[rows][(slice(None), *rest)]
+            first = max(wanted.start, int(self.starts[p]))
+            first += -(first - wanted.start) % wanted.step  # the part's first wanted row
+            stop = min(wanted.stop, int(self.starts[p + 1]))
+            if first < stop:
+                pieces.append(part[first - self.starts[p]:stop - self.starts[p]:wanted.step])
+        if len(pieces) == 1:  # within one part: a view of its memory map
+            return pieces[0][(slice(None), *rest)]
         joined = np.concatenate(pieces) if pieces else np.empty((0, 2), np.float32)
         return joined[(slice(None), *rest)]
 
     def __array__(self, dtype=None, copy=None):
+        if copy is False and len(self.parts) > 1:
+            raise ValueError("the parts are separate memory maps: one array of them needs a copy")
         whole = self[:]
         return whole if dtype is None else whole.astype(dtype)
 

@@ -117,7 +117,7 @@ class TrainResult:
     device: str = "cpu"
     backend: str = "eager"
     compile_s: float = 0.0  # compiling or capturing, inside wall_time_s
-    world_size: int = 1  # data-parallel ranks; each took ceil(batch_size / world_size) rows of every batch
+    world_size: int = 1  # data-parallel ranks; each took batch_size / world_size rows of every batch (+-1)
     finished_losses: list = field(default_factory=list, repr=False)  # read back so far
     pending: LossReader | None = field(default=None, repr=False)  # epochs whose loss is still on the GPU
 
@@ -137,7 +137,8 @@ class TrainResult:
         return {"train_config": asdict(self.config), "final_loss": losses[-1] if losses else None,
                 "epochs_done": self.epochs_done, "wall_time_s": self.wall_time_s, "device": self.device,
                 "backend": self.backend, "torch_version": str(torch.__version__), "world_size": self.world_size,
-                "global_batch": self.config.batch_size, "per_rank_batch": -(-self.config.batch_size // self.world_size)}
+                "global_batch": self.config.batch_size,  # per_rank_batch: the largest share (they differ by <= 1)
+                "per_rank_batch": -(-self.config.batch_size // self.world_size)}
 
     def train_state(self) -> dict:
         """What ``train(..., resume=...)`` needs to continue bit-exactly (saved in checkpoints)."""
@@ -398,6 +399,9 @@ def _train_epochs(result: TrainResult, runner, steps, draws, dataset, generator,
             draw_epoch_reference(draws, dataset, config.n_steps)
         else:
             draw_epoch_device(draws, dataset, config.n_steps, generator)
+        if ranks.distributed:  # rank 0's draws for all: generators may differ across GPU models and CPUs
+            for tensor in (draws.x_0, draws.t, draws.eps):
+                dist.broadcast(tensor, src=0)
         steps.loss_sum.zero_()
         steps.set_step(epoch * n_batches)
         # Ranks must stop together (a lone rank would leave the others in an all-reduce): they agree at

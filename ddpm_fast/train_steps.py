@@ -84,11 +84,11 @@ class EpochDraws:
 
     def shard(self, rank: int, world_size: int) -> "EpochDraws":
         """Rank ``rank``'s columns of every batch (views: refilled with the epoch), for data-parallel
-        training: ceil(B / world_size) rows each. Weights are scaled by world_size, so the average
-        of the ranks' gradients (DDP's all-reduce) is the gradient of the whole batch's loss."""
+        training: B * r // W to B * (r + 1) // W, so shares differ by one row at most. Weights are
+        scaled by world_size, so the average of the ranks' gradients (DDP's all-reduce) is the
+        gradient of the whole batch's loss."""
         batch = self.t.shape[1]
-        per_rank = -(-batch // world_size)
-        lo, hi = min(rank * per_rank, batch), min((rank + 1) * per_rank, batch)
+        lo, hi = batch * rank // world_size, batch * (rank + 1) // world_size
         counts = [max(0, min(count, hi) - lo) for count in self.counts]
         return EpochDraws(self.x_0[:, lo:hi], self.t[:, lo:hi], self.eps[:, lo:hi], self.weight[:, lo:hi] * world_size,
                           counts)

@@ -13,13 +13,13 @@ from ddpm_fast.cli import main
 if os.environ.get("RANK") == "1":
     write_part = shards.write_part
 
-    def write_part_then_die(directory, rank, rows, params, sample_rows, chunk, on_chunk=None):
+    def write_part_then_die(directory, rank, rows, params, sample_rows, chunk, noise_device="cpu", on_chunk=None):
         def die(_rows):
             deadline = time.monotonic() + 120
             while not os.path.exists(os.path.join(directory, "part-00000.json")) and time.monotonic() < deadline:
                 time.sleep(0.05)
             os.kill(os.getpid(), signal.SIGKILL)
-        return write_part(directory, rank, rows, params, sample_rows, chunk, on_chunk=die)
+        return write_part(directory, rank, rows, params, sample_rows, chunk, noise_device, on_chunk=die)
 
     shards.write_part = write_part_then_die
 

@@ -236,3 +236,57 @@ def test_bench_reports_aggregate_throughput(tmp_path):
     assert row["world_size"] == 2 and row["aggregate_point_steps_per_s"] > 0
     assert row["scaling_efficiency"] == pytest.approx(row["median_s"] / row["parallel_median_s"])
     assert "agg Mpt-step/s" in done.stdout and "scaling" in done.stdout
+
+
+# --- pieces, in one process --------------------------------------------------------------------
+
+def test_sample_parts_index_like_one_array():
+    from ddpm_fast.shards import SampleParts
+    full = np.random.default_rng(0).standard_normal((100, 2)).astype(np.float32)
+    samples = SampleParts([full[:33], full[33:34], full[34:70], full[70:]], {})
+    for rows in [slice(None), slice(5, 99, 3), slice(30, 40), slice(-30, None, 7), slice(None, None, -3),
+                 slice(90, 10, -4), slice(50, 50)]:
+        assert np.array_equal(samples[rows], full[rows]) and np.array_equal(samples[rows, 1], full[rows, 1])
+    for row in (0, 32, 33, 34, 99, -1, -100):
+        assert np.array_equal(samples[row], full[row])
+    assert np.shares_memory(samples[40:50], full)  # within one part: a view of its memory map
+    assert np.array_equal(np.asarray(samples), full) and len(samples) == 100
+    with pytest.raises(IndexError):
+        samples[100]
+    with pytest.raises(TypeError, match="row slice first"):
+        samples[[1, 2]]
+
+
+class _Ranks:
+    """A fake World of two ranks seen from rank 0: ``gather`` answers from a script."""
+    def __init__(self, answers):
+        self.answers, self.rank, self.world_size, self.is_main, self.distributed = list(answers), 0, 2, True, True
+
+    def gather(self, obj):
+        answer = self.answers.pop(0)
+        return answer(obj) if callable(answer) else answer
+
+
+def test_a_folder_another_rank_cannot_see_is_refused(tmp_path):
+    from ddpm_fast.cli_distributed import _check_shared_folder
+    _check_shared_folder(_Ranks([lambda token: [token, None], lambda sees: [sees, True]]), str(tmp_path))
+    with pytest.raises(RuntimeError, match=r"ranks \[1\] do not see .* shared file system"):
+        _check_shared_folder(_Ranks([lambda token: [token, None], lambda sees: [sees, False]]), str(tmp_path))
+    assert not os.listdir(tmp_path)  # the marker is gone either way
+
+
+def test_batch_shards_tile_every_batch():
+    from ddpm_fast.train_steps import EpochDraws
+    draws = EpochDraws.empty(n_points=23, batch_size=5, device=torch.device("cpu"))  # batches of 5, 5, 5, 5, 3
+    shards = [draws.shard(r, 4) for r in range(4)]
+    assert [s.t.shape[1] for s in shards] == [1, 1, 1, 2]  # every rank at least one row
+    assert [sum(s.counts[-1] for s in shards)] == [3] and all(sum(s.counts[i] for s in shards) == 5 for i in range(4))
+    torch.testing.assert_close(sum(s.weight.sum(dim=1) for s in shards) / 4, draws.weight.sum(dim=1))
+
+
+def test_other_commands_refused_on_several_ranks(monkeypatch, capsys):
+    from ddpm_fast.cli import main
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert main(["plot", "--n", "10"]) == 2
+    assert "only sample, train, bench run on several ranks; run plot without torchrun" in capsys.readouterr().err
