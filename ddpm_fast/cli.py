@@ -27,7 +27,8 @@ from .data import DATASETS, make_dataset
 from .distributed import World, claim_rank_gpu, launched_by_torchrun, world
 from .sampling import DEFAULT_CHUNK
 from .schedule import SCHEDULE_KINDS
-from .train import LR_SCHEDULES, RECIPES, TrainConfig, snapshot_every_steps, train, training_bytes
+from .train import (LR_SCHEDULES, RECIPES, TrainConfig, check_data_parallel, snapshot_every_steps, train,
+                    training_bytes)
 from .train_steps import TRAIN_BACKENDS, check_train_backend
 
 TRAIN_FLAGS = ("dataset", "n_points", "epochs", "batch_size", "lr", "n_steps", "num_units", "schedule_kind",
@@ -218,13 +219,15 @@ def _prepare_train(args):
 
 def cmd_train(args) -> int:
     given_device = args.device
+    if launched_by_torchrun():
+        args.quiet = args.quiet or os.environ["RANK"] != "0"  # one rank speaks
     out, config, resume = _prepare_train(args)
     if not launched_by_torchrun():
         return _train_and_save(args, out, config, resume, World())
     # data-parallel: every rank trains, rank 0 alone writes; a resumed run's cuda:0 means each rank's own GPU
     with world(given_device or torch.device(args.device).type) as ranks:
         args.device = str(ranks.device)
-        args.quiet = args.quiet or not ranks.is_main
+        check_data_parallel(ranks, args.backend, config)
         per_rank = config.batch_size / ranks.world_size
         _say(args, f"training on {ranks.world_size} ranks ({args.backend}, {ranks.device.type}): global batch "
                    f"{config.batch_size} = {per_rank:g} per rank x {ranks.world_size}"
@@ -302,7 +305,8 @@ def _train_and_save(args, out, config, resume, ranks) -> int:
               "final_loss": result.losses[-1] if result.losses else None,
               "wall_time_s": round(result.wall_time_s, 1), "device": result.device, "backend": result.backend,
               "compile_s": round(result.compile_s, 1), "world_size": ranks.world_size,
-              "global_batch": config.batch_size, "written": written}
+              "global_batch": config.batch_size, "per_rank_batch": result.metadata()["per_rank_batch"],
+              "written": written}
     if result.interrupted:
         report["resume_with"] = f"ddpm-fast train --out {shlex.quote(out)} --resume"
         if ranks.distributed:
@@ -351,7 +355,7 @@ def _sample(args, model, schedule, n, trajectory=False):
     else:
         out = sample(model, n, schedule=schedule, seed=args.seed, backend=backend, precision=args.precision,
                      device=device, progress=not args.quiet, chunk_size=getattr(args, "chunk_size", DEFAULT_CHUNK),
-                     **kwargs)
+                     keyed=getattr(args, "keyed", False) or None, **kwargs)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - start
@@ -369,6 +373,9 @@ def cmd_sample(args) -> int:
         raise ValueError("--resume continues a sharded run (torchrun ... -m ddpm_fast sample): without torchrun "
                          "sample writes samples.npy, .csv and .png in one piece")
     out = check_output_dir(args.out)
+    if os.path.exists(os.path.join(out, "manifest.json")):
+        raise FileExistsError(17, "holds a sharded run (manifest.json, part-*.npy): samples.npy beside them would "
+                                  "be mistaken for it; choose another --out", out)
     names = [check_output_file(os.path.join(out, name)) for name in ("samples.npy", "samples.csv", "samples.png")]
     _check_disk(out, args.n * (8 + 34) + 200_000, f"writing {args.n} points as .npy and .csv")
     model, schedule, _ = _load(args)
@@ -474,9 +481,10 @@ def _evaluate_samples(args) -> int:
         raise ValueError(f"--samples scores points already drawn: {', '.join(given or ['--backend'])} "
                          "would not be used")
     samples = load_samples(args.samples)
-    draws = min(args.draws, len(samples) // args.n)
-    if draws == 0:
-        raise ValueError(f"{args.samples} holds {len(samples)} points, fewer than --n {args.n}")
+    draws = args.draws
+    if draws * args.n > len(samples):
+        raise ValueError(f"--draws {draws} x --n {args.n} needs {draws * args.n} points and {args.samples} holds "
+                         f"{len(samples)}: lower --n or --draws")
     reports = []
     for draw in range(draws):
         points = torch.from_numpy(np.array(samples[draw * args.n:(draw + 1) * args.n]))
@@ -484,7 +492,8 @@ def _evaluate_samples(args) -> int:
         reports.append(quality_report(points, args.dataset, seed=draw))
     manifest = getattr(samples, "manifest", None)
     print(json.dumps({"samples": args.samples, "rows": len(samples), "n": args.n, "draws": draws,
-                      **({"run": {k: v for k, v in manifest.items() if k != "parts"}} if manifest else {}),
+                      **({"run": {k: v for k, v in manifest.items() if k not in ("parts", "timesteps")}}
+                         if manifest else {}),
                       "median": _median_report(reports), "each": reports, "note": MMD_NOTE},
                      indent=2, allow_nan=False))
     return 0
@@ -879,7 +888,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/sample", help="directory for the samples (under torchrun: part-<rank>.npy "
                                                         "and manifest.json)")
     p.add_argument("--chunk-size", type=_positive_int, default=DEFAULT_CHUNK,
-                   help="rows sampled and written at a time; the rows do not depend on it")
+                   help="rows sampled (and, under torchrun, written) at a time; with row-keyed noise (torchrun, "
+                        "--keyed, or more points than this) the rows do not depend on it")
+    p.add_argument("--keyed", action="store_true",
+                   help="row-keyed noise: exactly the rows a torchrun run of any world size writes (default: "
+                        "keyed only when the points are cut into chunks; unchunked eager keeps torch's stream)")
     p.add_argument("--resume", action="store_true",
                    help="under torchrun: keep the parts of an earlier run of this command whose sha256 still matches")
     p.set_defaults(func=cmd_sample)

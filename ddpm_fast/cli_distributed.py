@@ -27,6 +27,9 @@ def sample_sharded(args) -> int:
     from .shards import prepare_folder, reusable_part, write_manifest, write_part
     with world(args.device) as w:
         out = check_output_dir(args.out)
+        if os.path.exists(os.path.join(out, "samples.npy")):
+            raise FileExistsError(17, "holds a single-process run's samples.npy: parts beside it would be mistaken "
+                                      "for it; choose another --out", out)
         path = _checkpoint_path(args.checkpoint)
         model, schedule, _ = load_checkpoint(path, map_location=w.device)
         backend = resolve_backend(args.backend, w.device, args.precision).name
@@ -38,8 +41,10 @@ def sample_sharded(args) -> int:
         if w.is_main:
             prepare_folder(out, w.world_size)  # from here until the new manifest, the folder is incomplete
         _check_shared_folder(w, out)
-        record = reusable_part(out, w.rank, params, rows, noise_device(w.device)) if args.resume else None
+        record, why = reusable_part(out, w.rank, params, rows, noise_device(w.device)) if args.resume else (None, None)
         reused = record is not None
+        if why:
+            _say(args, f"rank {w.rank}: part-{w.rank:05d}.npy is sampled again: {why}", always=True)
         start = time.perf_counter()
         if not reused:
             _check_disk(out, (rows[1] - rows[0]) * 8 + 4096, f"writing rows {rows[0]}-{rows[1]} as {out}/part-*.npy")
@@ -49,7 +54,7 @@ def sample_sharded(args) -> int:
                               precision=args.precision, device=w.device, rows=(a, b), **kwargs)
             if w.is_main:
                 _say(args, f"{w.world_size} rank(s) sampling {args.n} points, {plan.describe()}, backend {backend!r} "
-                           f"({args.precision}); rank 0: rows {rows[0]}-{rows[1]}")
+                           f"({args.precision}); rank 0: rows [{rows[0]}, {rows[1]})")
             record = write_part(out, w.rank, rows, params, sample_rows, args.chunk_size, noise_device(w.device))
         reports = w.gather({**record, "seconds": time.perf_counter() - start, "reused": reused})
         if w.is_main:

@@ -47,21 +47,31 @@ def prepare_folder(directory: str, world_size: int) -> None:
                 _remove_quietly(os.path.join(directory, name))
 
 
-def reusable_part(directory: str, rank: int, params: dict, rows: tuple, noise_device: str) -> dict | None:
-    """The record of this rank's part when it was written by the same run for the same rows, with
-    noise drawn on the same kind of device, and its bytes still hash to the recorded sha256; else None."""
+def reusable_part(directory: str, rank: int, params: dict, rows: tuple, noise_device: str) -> tuple:
+    """(record, None) when this rank's part was written by the same run for the same rows, with
+    noise drawn on the same kind of device, and its bytes still hash to the recorded sha256;
+    else (None, why not)."""
     path = os.path.join(directory, part_name(rank))
     try:
         with open(_record_path(directory, rank)) as f:
             record = json.load(f)
-    except (OSError, ValueError):
-        return None
-    if (record.get("params") != params or record.get("rows") != list(rows) or record.get("noise_device") != noise_device
-            or not os.path.isfile(path)):
-        return None
-    if os.path.getsize(path) != record.get("bytes") or file_sha256(path) != record.get("sha256"):
-        return None
-    return record
+    except FileNotFoundError:
+        return None, "no finished part"
+    except (OSError, ValueError) as err:
+        return None, f"its record is unreadable ({err})"
+    saved = record.get("params") or {}
+    differ = [f"{k} {saved.get(k)!r} then, {v!r} now" for k, v in params.items() if saved.get(k) != v]
+    if record.get("rows") != list(rows):
+        differ.append(f"rows {record.get('rows')} then, {list(rows)} now")
+    if record.get("noise_device") != noise_device:
+        differ.append(f"noise drawn on {record.get('noise_device')} then, {noise_device} now")
+    if differ:
+        return None, "another run: " + "; ".join(differ)
+    if not os.path.isfile(path) or os.path.getsize(path) != record.get("bytes"):
+        return None, "the part is missing or not of its recorded size"
+    if file_sha256(path) != record.get("sha256"):
+        return None, "its sha256 does not match its record (the file changed)"
+    return record, None
 
 
 def write_part(directory: str, rank: int, rows: tuple, params: dict, sample_rows: Callable, chunk: int,
@@ -161,25 +171,35 @@ class SampleParts:
 
 
 def load_samples(path, verify: bool = True):
-    """The samples at ``path``: a folder written by a sharded ``ddpm-fast sample`` (its manifest
-    checked: every part present, of the recorded size, rows tiling [0, n), and with
-    ``verify`` its sha256) as a ``SampleParts``, or a ``.npy`` file as a memory-mapped array.
+    """The samples at ``path``: a folder written by a sharded ``ddpm-fast sample`` (or its
+    manifest.json; the manifest checked: every part present, of the recorded size, rows tiling
+    [0, n), and with ``verify`` its sha256) as a ``SampleParts``; a ``.npy`` file, or a folder of a
+    single-process run (its samples.npy), as a memory-mapped array.
 
     A folder without ``manifest.json`` is incomplete (a rank failed, or the run is going) and
     is refused; so is one whose parts do not match their manifest.
     """
     path = os.fsdecode(path)
+    if os.path.isfile(path) and os.path.basename(path) == MANIFEST:
+        path = os.path.dirname(path) or "."
     if os.path.isfile(path):
+        if not path.endswith(".npy"):
+            raise ValueError(f"{path}: not a .npy file or a samples folder (give the folder, or its {MANIFEST})")
         return np.load(path, mmap_mode="r")
     if not os.path.isdir(path):
         raise FileNotFoundError(2, "no such samples folder or .npy file", path)
     manifest_path = os.path.join(path, MANIFEST)
+    single = os.path.join(path, "samples.npy")
     try:
         with open(manifest_path) as f:
             manifest = json.load(f)
     except FileNotFoundError:
-        raise ValueError(f"{path}: has no {MANIFEST}: the run is incomplete (a rank failed or was killed, or "
-                         "it is still running); rerun it with --resume") from None
+        if os.path.isfile(single):  # a single-process `ddpm-fast sample --out` folder
+            return np.load(single, mmap_mode="r")
+        if any(name.startswith(("part-", ".part-")) for name in os.listdir(path)):
+            raise ValueError(f"{path}: has parts but no {MANIFEST}: the run is incomplete (a rank failed or was "
+                             "killed, or it is still running); rerun the torchrun command with --resume") from None
+        raise ValueError(f"{path}: holds no samples (no {MANIFEST}, no samples.npy)") from None
     except ValueError as err:
         raise ValueError(f"{manifest_path}: not a readable manifest ({err})") from None
     if manifest.get("format") != FORMAT or not isinstance(manifest.get("parts"), list):
@@ -193,7 +213,8 @@ def load_samples(path, verify: bool = True):
         if not os.path.isfile(file) or os.path.getsize(file) != entry["bytes"]:
             raise ValueError(f"{file}: missing or not of the {entry['bytes']} bytes its manifest records")
         if verify and file_sha256(file) != entry["sha256"]:
-            raise ValueError(f"{file}: its sha256 does not match the manifest (the file changed)")
+            raise ValueError(f"{file}: its sha256 does not match the manifest (the file changed); the torchrun "
+                             "command with --resume samples it again")
         part = np.load(file, mmap_mode="r")
         if part.shape != (hi - lo, 2) or part.dtype != np.float32:
             raise ValueError(f"{file}: holds {part.dtype}{list(part.shape)}, the manifest says float32[{hi - lo}, 2]")

@@ -318,7 +318,7 @@ def train(config: TrainConfig = TrainConfig(), dataset: torch.Tensor | None = No
     device = check_device(device)
     check_train_backend(backend, device)
     ranks = current_world(device)
-    _check_data_parallel(ranks, backend, config)
+    check_data_parallel(ranks, backend, config)
     check_fits(training_bytes(config), device, "this training run", "use fewer points, fewer units or fewer steps")
     if dataset is None:
         dataset = make_dataset(config.dataset, config.n_points, seed=config.seed)
@@ -365,7 +365,8 @@ def train(config: TrainConfig = TrainConfig(), dataset: torch.Tensor | None = No
     return result
 
 
-def _check_data_parallel(ranks, backend: str, config: TrainConfig) -> None:
+def check_data_parallel(ranks, backend: str, config: TrainConfig) -> None:
+    """What several ranks cannot train: cudagraph, or a global batch with fewer rows than ranks."""
     if not ranks.distributed:
         return
     if backend == "cudagraph":

@@ -184,6 +184,7 @@ def test_killed_rank_leaves_no_manifest_and_resume_keeps_the_good_part(model, tm
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     report = json.loads(resumed.stdout)
     assert [p["reused"] for p in report["parts"]] == [True, False]
+    assert "rank 1: part-00001.npy is sampled again: no finished part" in resumed.stderr
     assert not [name for name in os.listdir(tmp_path) if name.startswith(".")]  # the dead rank's temporary
     expected = D.sample(model, n, seed=3, keyed=True, backend="eager").numpy()
     assert np.array_equal(np.asarray(load_samples(tmp_path)), expected)
@@ -290,3 +291,36 @@ def test_other_commands_refused_on_several_ranks(monkeypatch, capsys):
     monkeypatch.setenv("WORLD_SIZE", "2")
     assert main(["plot", "--n", "10"]) == 2
     assert "only sample, train, bench run on several ranks; run plot without torchrun" in capsys.readouterr().err
+
+
+def test_plain_keyed_sample_and_folders_of_one_kind(model, tmp_path, capsys):
+    """`sample --keyed` without torchrun writes the rows a sharded run writes; a folder holds one kind
+    of output; load_samples and evaluate --samples take either kind, or the manifest's path."""
+    from ddpm_fast.cli import main
+    from ddpm_fast.shards import write_manifest, write_part
+    plain = tmp_path / "plain"
+    assert main(["sample", "--n", "300", "--seed", "5", "--backend", "eager", "--keyed", "--out", str(plain),
+                 "--quiet"]) == 0
+    expected = D.sample(model, 300, seed=5, keyed=True, backend="eager").numpy()
+    assert np.array_equal(np.load(plain / "samples.npy"), expected)
+    assert np.array_equal(load_samples(plain), expected)  # a single-process run's folder
+    sharded = tmp_path / "sharded"
+    sharded.mkdir()
+    params = {"n": 300}
+    records = [write_part(str(sharded), r, shard_rows(300, r, 2), params,
+                          lambda a, b: torch.from_numpy(expected[a:b]), 100) for r in range(2)]
+    write_manifest(str(sharded), params, records)
+    assert np.array_equal(np.asarray(load_samples(sharded / MANIFEST)), expected)
+    assert main(["sample", "--n", "10", "--backend", "eager", "--out", str(sharded), "--quiet"]) == 2
+    assert "holds a sharded run" in capsys.readouterr().err
+    assert main(["evaluate", "--samples", str(sharded), "--n", "200", "--draws", "2"]) == 2
+    assert "--draws 2 x --n 200 needs 400 points" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="not a .npy file or a samples folder"):
+        load_samples(sharded / "part-00000.json")
+    with pytest.raises(ValueError, match="holds no samples"):
+        load_samples(_empty(tmp_path))
+
+
+def _empty(tmp_path):
+    (tmp_path / "empty").mkdir()
+    return tmp_path / "empty"
