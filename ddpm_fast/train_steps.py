@@ -253,8 +253,8 @@ class CompiledRunner(EagerRunner):
 
     def __init__(self, steps: TrainSteps):
         super().__init__(steps)
-        # A DDP model's forward (its hooks and logging) is left to run eagerly: Dynamo breaks the graph
-        # there and compiles the loss around it and the wrapped model's forward as graphs of their own.
+        # Dynamo cannot trace a DDP model's forward (its reducer hooks and logging) in one graph: with
+        # DDP the graph breaks there, the loss around it is compiled and DDP's forward runs as Python.
         data_parallel = isinstance(steps.model, torch.nn.parallel.DistributedDataParallel)
         self.compiled = torch.compile(_own_code(weighted_loss), fullgraph=not data_parallel, dynamic=False)
         self.compile_s = None  # the first (compiling) call's seconds, reported apart
