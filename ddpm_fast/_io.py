@@ -12,6 +12,7 @@ written in place.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 import stat
@@ -121,6 +122,13 @@ def atomic_path(target) -> Iterator[str]:
     """A temporary path to write ``target`` through; renamed onto it when the block succeeds."""
     with staged_outputs() as staged:
         yield staged.path(target)
+
+
+def write_json(path, obj, indent: int = 2) -> str:
+    """``obj`` as JSON at ``path``, through a temporary name (see ``atomic_path``)."""
+    with atomic_path(path) as temp, open(temp, "w") as f:
+        json.dump(obj, f, indent=indent)
+    return os.fsdecode(path)
 
 
 def writes_in_place(path) -> bool:

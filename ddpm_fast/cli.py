@@ -20,7 +20,7 @@ import torch
 
 from . import __version__
 from ._checks import check_device, check_fits, format_bytes
-from ._io import atomic_path, check_output_dir, check_output_file, staged_outputs
+from ._io import check_output_dir, check_output_file, staged_outputs, write_json
 from .backends.compiled import COMPILE_MODES, set_compile_mode
 from .checkpoint import PRETRAINED, load_checkpoint, load_train_state, pretrained_path, save_checkpoint
 from .data import DATASETS, make_dataset
@@ -513,9 +513,8 @@ def _evaluate_sweep(args) -> int:
         _say(args, f"{row['sampler']} {row['steps']} steps: SWD {row['swd'] * 1e3:.2f}e-3 "
                    f"(floor {row['swd_floor'] * 1e3:.2f}e-3), {row['seconds']:.3f} s")
         if args.json:
-            with atomic_path(args.json) as temp, open(temp, "w") as f:
-                json.dump({"n": args.n, "draws": args.draws, "backend": args.backend, "device": args.device,
-                           "rows": rows}, f, indent=2)
+            write_json(args.json, {"n": args.n, "draws": args.draws, "backend": args.backend,
+                                   "device": args.device, "rows": rows})
 
     quality_sweep(model, schedule, samplers, steps, n=args.n, draws=args.draws, dataset=args.dataset,
                   backend=args.backend, precision=args.precision, device=args.device, seed=args.seed, on_row=save)
@@ -598,8 +597,7 @@ def _saver(args, format_row):
             print(format_row(row), flush=True)
         reported["rows"] = len(result["rows"])
         if args.json:
-            with atomic_path(args.json) as temp, open(temp, "w") as f:
-                json.dump(result, f, indent=2)
+            write_json(args.json, result)
     return save
 
 
@@ -680,8 +678,7 @@ def cmd_time_to_quality(args) -> int:
               "sampler": "ddpm, 100 steps", "swd_floor": floor, "curves": {}}
 
     def save():
-        with atomic_path(json_path) as temp, open(temp, "w") as f:
-            json.dump(report, f, indent=2)
+        write_json(json_path, report)
 
     for name in recipes:
         rows = report["curves"].setdefault(name, [])

@@ -16,7 +16,7 @@ from typing import Callable
 
 import numpy as np
 
-from ._io import _remove_quietly, atomic_path
+from ._io import _remove_quietly, atomic_path, write_json
 from .distributed import file_sha256
 
 MANIFEST = "manifest.json"
@@ -92,31 +92,30 @@ def write_part(directory: str, rank: int, rows: tuple, params: dict, sample_rows
         del out
         record = {"file": part_name(rank), "rank": rank, "rows": [lo, hi], "bytes": os.path.getsize(temp),
                   "sha256": file_sha256(temp), "noise_device": noise_device, "params": params}
-    with atomic_path(_record_path(directory, rank)) as temp:
-        with open(temp, "w") as f:
-            json.dump(record, f, indent=1)
+    write_json(_record_path(directory, rank), record, indent=1)
     return record
 
 
 def write_manifest(directory: str, params: dict, records: list) -> str:
     """Rank 0, after every rank reported its part: the manifest that makes the folder complete."""
     records = sorted(records, key=lambda r: r["rows"][0])
-    covered = 0
-    for record in records:  # the parts must tile [0, n) in order
-        if record["rows"][0] != covered:
-            raise RuntimeError(f"the parts do not tile the rows: {record['file']} starts at {record['rows'][0]}, "
-                               f"expected {covered}")
-        covered = record["rows"][1]
-    if covered != params["n"]:
-        raise RuntimeError(f"the parts cover {covered} rows, not n = {params['n']}")
+    reason = _tiling_fault(records, params["n"])
+    if reason:
+        raise RuntimeError(reason)
     manifest = {"format": FORMAT, "version": VERSION, **params, "shape": [params["n"], 2], "dtype": "float32",
                 "parts": [{k: r[k] for k in ("file", "rank", "rows", "bytes", "sha256", "noise_device")}
                           for r in records]}
-    path = os.path.join(directory, MANIFEST)
-    with atomic_path(path) as temp:
-        with open(temp, "w") as f:
-            json.dump(manifest, f, indent=1)
-    return path
+    return write_json(os.path.join(directory, MANIFEST), manifest, indent=1)
+
+
+def _tiling_fault(parts: list, n) -> str | None:
+    """Why the parts' rows do not tile [0, n) in order, or None when they do."""
+    covered = 0
+    for part in parts:
+        if part["rows"][0] != covered:
+            return f"{part['file']} starts at row {part['rows'][0]}, expected {covered}"
+        covered = part["rows"][1]
+    return None if covered == n else f"the parts cover {covered} rows, not n = {n}"
 
 
 class SampleParts:
@@ -204,12 +203,13 @@ def load_samples(path, verify: bool = True):
         raise ValueError(f"{manifest_path}: not a readable manifest ({err})") from None
     if manifest.get("format") != FORMAT or not isinstance(manifest.get("parts"), list):
         raise ValueError(f"{manifest_path}: not a ddpm-fast samples manifest")
-    parts, covered = [], 0
+    reason = _tiling_fault(manifest["parts"], manifest.get("n"))  # checked before any part is read
+    if reason:
+        raise ValueError(f"{manifest_path}: {reason}")
+    parts = []
     for entry in manifest["parts"]:
         file = os.path.join(path, entry["file"])
         lo, hi = entry["rows"]
-        if lo != covered:
-            raise ValueError(f"{manifest_path}: {entry['file']} starts at row {lo}, expected {covered}")
         if not os.path.isfile(file) or os.path.getsize(file) != entry["bytes"]:
             raise ValueError(f"{file}: missing or not of the {entry['bytes']} bytes its manifest records")
         if verify and file_sha256(file) != entry["sha256"]:
@@ -219,7 +219,4 @@ def load_samples(path, verify: bool = True):
         if part.shape != (hi - lo, 2) or part.dtype != np.float32:
             raise ValueError(f"{file}: holds {part.dtype}{list(part.shape)}, the manifest says float32[{hi - lo}, 2]")
         parts.append(part)
-        covered = hi
-    if covered != manifest.get("n"):
-        raise ValueError(f"{manifest_path}: the parts cover {covered} rows, not n = {manifest.get('n')}")
     return SampleParts(parts, manifest)
