@@ -42,8 +42,9 @@ work=$(mktemp -d)  # files beyond the 8 the device tool returns (folded into sum
 if [ $dry = 1 ]; then
   export DDPM_FAST_DEVICE=cpu TRITON_INTERPRET=1
   step 120 measure python3 benchmarks/gpu_measure.py "$out" --dry-run || failed=1
+  # (10 and 5 steps: every flag and code path of the GPU run's bench at a tenth of the interpreter's time)
   step 120 bench python3 -m ddpm_fast bench --device cpu --n 64,256 --backends eager,compile,cudagraph,triton-step,triton-fused \
-    --precisions fp32,bf16 --sampler ddpm,dpm++2m --steps 100,10 --repeats 2 --warmup 0 --priority --json "$out/bench.json" --plot "$out/bench.png" || failed=1
+    --precisions fp32,bf16 --sampler ddpm,dpm++2m --steps 10,5 --repeats 2 --warmup 0 --priority --json "$out/bench.json" --plot "$out/bench.png" || failed=1
   step 120 train python3 -m ddpm_fast bench-train --device cpu --backends eager,cudagraph --batch-sizes 128 \
     --n-points 600 --epochs 2 --warmup-epochs 1 --json "$work/train_bench.json" || failed=1
   step 120 tests python3 -m pytest tests/test_gpu.py tests/test_errors.py -q -p no:cacheprovider -o timeout=60 \

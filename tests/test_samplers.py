@@ -10,6 +10,8 @@ import ddpm_fast as D
 from ddpm_fast.samplers import (A_EPS, P_M, P_S, P_Z, SAMPLERS, make_plan, schedule_tables, timestep_grid)
 from helpers import SAMPLER_CASES, assert_close, float64_model, reference_plan_f64
 
+pytestmark = pytest.mark.cpu_paths
+
 BACKENDS = ["eager", "compile", "cudagraph", "triton-step", "triton-fused"]
 
 

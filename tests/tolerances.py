@@ -1,21 +1,54 @@
-"""(precision, atol, rtol) for comparing a fast path with the reference, each with its reason.
+"""(precision, atol, rtol) for comparing a fast path with its reference: the rule, each bound's
+reason, and the worst figure measured under it.
 
-Errors are of float32 paths against a float64 reference run on the same injected noise;
-points are O(1) (x_T ~ N(0, I) shrinking to the data's 0.2 extent).
+The rule (tests/helpers.py, assert_close). A run of K steps, a float32 path against the float64
+reference on the same injected noise, is judged per point, by its largest error over its
+coordinates and every state past rtol * |reference|:
+- the bulk: the BULK_QUANTILE quantile over the points is within TOLERANCES' atol (from
+  BULK_MIN_POINTS points on: a quantile of a few points is their largest);
+- every point: within TAIL_ATOL.
+A max-abs over a 100-step run of the trained model is set by one chaotic point in thousands:
+near a fold of the learned flow one float32 rounding is amplified, by an amount that depends
+on which BLAS kernel the CPU runs. The bulk is well conditioned, so its bound can be tight,
+and the tail bound still catches a wrong row or a wrong block. One model call or one step from
+the same state compounds nothing: every element within TOLERANCES_ONE_STEP.
+test_reference.py holds the float32 reference within half of both bounds and shows the rule
+failing on a wrong coefficient or noise index.
+
+"Measured" figures come from `python3 tests/measure_tolerances.py` under MKL_CBWR unset
+(this machine: AMD EPYC, AVX-512, 2 threads), COMPATIBLE, SSE4_2 and AVX2, and with
+OMP_NUM_THREADS=MKL_NUM_THREADS=1: 12 draws of 1000 points for each bundled model and
+sampler case (tests/helpers.py SAMPLER_CASES and the 100-step ddpm), torch 2.13.0 on the CPU.
+Points are O(1): x_T ~ N(0, I) shrinks to the data's 0.2 extent.
 """
+BULK_QUANTILE = 0.9
+BULK_MIN_POINTS = 100
+
 TOLERANCES = {
-    # IEEE float32 dots: the eager float32 reference itself lands from float64, after 100 steps of
-    # 1000 points of the bundled model, 2.7e-6 (median) and up to 4.3e-5 (max) over 60 draws;
-    # a few points near a fold of the trained flow amplify one rounding (test_reference,
-    # test_reference_float32_tail_error): 2.3x headroom over that maximum.
-    "fp32": (1e-4, 1e-5),
+    # The bulk of the points, IEEE float32 against float64 (rtol: float32's 6e-8 over 100 steps
+    # is under 1e-5; 1e-6 leaves the bound to atol at the O(1) points). Measured, every path:
+    # the eager reference's 90% quantile at most 4.8e-7 (100-step ddpm, seed model): 4.2x
+    # headroom; compile and the Triton backends (interpreter) 1.3e-7 at the end points.
+    "fp32": (2e-6, 1e-6),
+    # GPU only, ESTIMATES until the GPU check measures them (bulk and every point alike):
     # TF32 keeps 10 mantissa bits (~5e-4 relative per product), and 100 steps compound it.
     "tf32": (2e-2, 1e-2),
     # bf16 dot operands keep 8 bits (~4e-3 relative); x and the update stay float32.
     "bf16": (6e-2, 3e-2),
 }
-# One step or one MLP call: no compounding over the 100 steps. fp32: a K=128 float32 dot
-# of O(1) terms rounds at ~1e-7 relative; tf32 and bf16 as above, one product deep.
+TAIL_ATOL = {
+    # Every point. Measured, every path: the eager reference's worst point 2.1e-5 of 120,000
+    # (100-step ddpm, seed model): 9.5x headroom. The worst reported on another CPU: 7.8e-5
+    # (an Intel AVX-512 machine under MKL_CBWR=COMPATIBLE, one draw of 1000 points): 2.6x.
+    "fp32": 2e-4,
+    "tf32": 2e-2,
+    "bf16": 6e-2,
+}
+# One step or one MLP call from the same state. fp32: a K=128 float32 dot of O(1) terms rounds
+# at ~1e-7 relative. Measured (fresh models, 1 to 4097 rows, t = 0, 1, 50, 99), as a fraction
+# of atol + rtol * |expected|: torch's forward 0.077 (0.073 under COMPATIBLE), the fused kernel
+# in the interpreter 0.089, one reference step 0.018: 11x headroom. tf32 and bf16 (GPU only,
+# estimates) as above, one product deep.
 TOLERANCES_ONE_STEP = {"fp32": (2e-6, 1e-5), "tf32": (5e-3, 5e-3), "bf16": (3e-2, 2e-2)}
 
 # (atol, rtol) on the weights after 200 training steps (tests/test_train_backends.py), against
