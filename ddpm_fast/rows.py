@@ -5,7 +5,9 @@ its own generator, seeded by ``block_seed(seed, b)``, in one fixed order: x_T fo
 rows (``randn(ROW_BLOCK, 2)``), then the z of every noisy step at once
 (``randn(noisy_steps, ROW_BLOCK, 2)``). A row's numbers therefore depend on (seed, row) only;
 a chunk or a shard takes the blocks it overlaps and slices its rows out, so splitting a
-request across chunks or ranks never changes a row. The Triton backends key their in-kernel
+request across chunks or ranks never changes a row's noise. The points computed from it agree
+within float32 rounding, not bit for bit: a BLAS may round a row by the row count of the matrix
+it sits in; the same pieces again give the same bits. The Triton backends key their in-kernel
 noise by global row already (Philox, ``kernels/_runtime.py``): they take x_T from here and
 draw their own z; ``eager``, ``compile`` and ``cudagraph`` take both as injected noise.
 

@@ -5,9 +5,10 @@
     OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 python3 tests/measure_tolerances.py
 
 Every figure is a float32 path against the float64 reference on the same injected noise:
-- ``trajectory``: per point, the largest error over every state of a run, for each bundled
-  model and sampler case (1000 points a draw); the quantiles that the parity check reads
-  (tests/helpers.py: the bulk quantile and the largest point);
+- ``trajectory``: per point, the largest error past rtol * |reference| over every state of a
+  run, for each bundled model, a fresh untrained one, and each sampler case (1000 points a
+  draw); the quantiles that the parity rule reads (tests/helpers.py: the bulk quantile and
+  the largest point);
 - ``one_step``: the largest error of one model call and of one reference step, from the same state,
   as a fraction of TOLERANCES_ONE_STEP's atol + rtol * |expected| (1 is the bound);
 - ``chunks``: ``eager`` in chunks of 7 and 450 rows against one piece (float32 both), the same
@@ -27,7 +28,7 @@ import torch  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import ddpm_fast as D  # noqa: E402
 from ddpm_fast.samplers import make_plan  # noqa: E402
-from tolerances import TOLERANCES_ONE_STEP  # noqa: E402
+from tolerances import TOLERANCES, TOLERANCES_ONE_STEP  # noqa: E402
 from helpers import (BULK_QUANTILE, SAMPLER_CASES, float64_model, point_errors,  # noqa: E402
                      reference_plan_f64)
 
@@ -39,10 +40,17 @@ def _quantiles(errors: torch.Tensor) -> dict:
             "max": float(errors.max()), "points": errors.numel()}
 
 
+def _models():
+    """(name, model, schedule): the bundled models, and a fresh (untrained) one as many tests use."""
+    for name in ("seed", "best"):
+        yield (name, *D.load_pretrained(name))
+    torch.manual_seed(0)
+    yield "untrained", D.MLPDiffusion(100), D.make_schedule()
+
+
 def trajectory_errors(draws: int, n: int = 1000) -> dict:
     figures = {}
-    for name in ("seed", "best"):
-        model, schedule = D.load_pretrained(name)
+    for name, model, schedule in _models():
         for case, kwargs in CASES.items():
             plan = make_plan(schedule, **kwargs)
             errors, chunk_errors = [], []
@@ -54,7 +62,7 @@ def trajectory_errors(draws: int, n: int = 1000) -> dict:
                 states = torch.stack(D.p_sample_loop(model, (n, 2), 100, schedule.betas,
                                                      schedule.one_minus_alphas_bar_sqrt, x_T=x_T, noise=noise,
                                                      **kwargs))
-                errors.append(point_errors(states, expected))
+                errors.append(point_errors(states, expected, TOLERANCES["fp32"][1]))
                 whole = states[-1]
                 for chunk in (7, 450):
                     chunked = D.sample(model, n, x_T=x_T, noise=noise, backend="eager", chunk_size=chunk, **kwargs)
@@ -71,8 +79,7 @@ def _fraction_of_bound(actual, expected) -> float:
 
 def backend_errors(backends: list, draws: int, n: int = 1000) -> dict:
     figures = {}
-    for name in ("seed", "best"):
-        model, schedule = D.load_pretrained(name)
+    for name, model, schedule in _models():
         for case, kwargs in CASES.items():
             plan = make_plan(schedule, **kwargs)
             errors = {backend: [] for backend in backends}
@@ -83,7 +90,7 @@ def backend_errors(backends: list, draws: int, n: int = 1000) -> dict:
                 expected = reference_plan_f64(model, schedule, x_T, noise, **kwargs)[-1]
                 for backend in backends:
                     out = D.sample(model, n, x_T=x_T, noise=noise, backend=backend, **kwargs)
-                    errors[backend].append(point_errors(out, expected))
+                    errors[backend].append(point_errors(out, expected, TOLERANCES["fp32"][1]))
             for backend in backends:
                 figures[f"{name}/{case}/{backend}"] = _quantiles(torch.cat(errors[backend]))
     return figures

@@ -9,7 +9,6 @@ show what TF32 hardware does to the three products. Two checks stand in until a 
   sampler: it lands as close to float64 as the eager float32 reference, while one TF32
   product (the ``tf32`` precision) lands orders of magnitude further.
 """
-import numpy as np
 import pytest
 import torch
 import triton
@@ -18,7 +17,8 @@ import triton.language as tl
 import ddpm_fast as D
 from ddpm_fast.samplers import P_M, P_S, P_Z, make_plan
 from ddpm_fast.kernels._common import _split_tf32
-from helpers import reference_trajectory_f64
+from helpers import assert_close, point_errors, reference_trajectory_f64
+from tolerances import BULK_QUANTILE
 
 LOW_13 = 0x1FFF
 
@@ -95,15 +95,17 @@ def test_3xtf32_formula_has_float32_error_over_100_steps(seed):
     exact = reference_trajectory_f64(model, sched, x_T, noise)[-1]
     eager = D.p_sample_loop(model, (1000, 2), 100, sched.betas, sched.one_minus_alphas_bar_sqrt,
                             x_T=x_T, noise=noise)[-1]
-    errors = {name: (out.double() - exact).abs().max().item() for name, out in (
-        ("eager fp32", eager), ("3xtf32", _emulated_sampler(model, sched, x_T, noise, "tf32x3")),
-        ("tf32", _emulated_sampler(model, sched, x_T, noise, "tf32")))}
-    # float32 level: within 3x of the eager reference's own error, and under the fp32 tolerance
-    assert errors["3xtf32"] < max(3 * errors["eager fp32"], 2e-6), errors
-    assert errors["3xtf32"] < 2e-5, errors
-    # the test can tell: one TF32 product is far off
-    assert errors["tf32"] > 30 * errors["3xtf32"], errors
-    np.testing.assert_array_less(errors["tf32"], 2e-2)  # and within the tf32 tolerance it is held to
+    outputs = {"eager fp32": eager, "3xtf32": _emulated_sampler(model, sched, x_T, noise, "tf32x3"),
+               "tf32": _emulated_sampler(model, sched, x_T, noise, "tf32")}
+    bulk = {name: torch.quantile(point_errors(out, exact), BULK_QUANTILE).item()  # 90% of the points
+            for name, out in outputs.items()}
+    # float32 level: the rule the fp32 kernels are held to, and the bulk within 3x of the eager
+    # reference's own
+    assert_close(outputs["3xtf32"], exact, "fp32")
+    assert bulk["3xtf32"] < max(3 * bulk["eager fp32"], 1e-7), bulk
+    # the test can tell: one TF32 product is far off, and within the tf32 tolerance it is held to
+    assert bulk["tf32"] > 30 * max(bulk["3xtf32"], 1e-7), bulk
+    assert_close(outputs["tf32"], exact, "tf32")
 
 
 @torch.no_grad()
