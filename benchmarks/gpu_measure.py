@@ -5,8 +5,9 @@ everything after it fails. Writes OUTDIR/measure.json after every item.
 
 Items, in order: environment (versions, GPU name, clocks); the first launch (compile) and
 the time at N = 1e6 of the fused sampler in each precision and two block shapes; for every backend x precision
-at N = 4096 on injected noise, the first-call seconds (compile or capture), the max-abs and
-relative-norm error against the float64 reference, end-to-end wall time and device time
+at N = 4096 on injected noise, the first-call seconds (compile or capture), the max-abs,
+90%-quantile (the parity rule's bulk, tests/tolerances.py) and relative-norm error against the
+float64 reference, end-to-end wall time and device time
 (CUDA events; for the Triton backends also the kernel launch alone); then, for every Triton
 kernel that was compiled, its registers, spills and shared memory. ``--dry-run`` runs the
 same items on the CPU at N = 64 (Triton in its interpreter), to prove the script.
@@ -36,7 +37,8 @@ from ddpm_fast.bench import environment  # noqa: E402
 
 # the float64 reference the parity tests use
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
-from helpers import reference_trajectory_f64  # noqa: E402
+from helpers import point_errors, reference_trajectory_f64  # noqa: E402
+from tolerances import BULK_QUANTILE  # noqa: E402
 
 BACKENDS = ("eager", "compile", "cudagraph", "triton-step", "triton-fused")
 PRECISIONS = ("fp32", "tf32", "bf16")
@@ -119,7 +121,9 @@ def _error_and_time(call, exact, device, repeats) -> dict:
     _sync(device)
     first = time.perf_counter() - begin
     diff = out.double().cpu() - exact
+    points = point_errors(out, exact)  # the figures the parity rule reads (tests/tolerances.py)
     item = {"first_call_s": first, "max_abs_error": diff.abs().max().item(),
+            "bulk_error": torch.quantile(points, BULK_QUANTILE, interpolation="higher").item(),
             "rel_norm_error": (diff.norm() / exact.norm()).item(), "finite": bool(torch.isfinite(out).all())}
     item["wall_s"], item["device_s"] = _times(call, device, repeats)
     return item

@@ -79,8 +79,9 @@ def main(out, train_path=None):
     items = (measure or {}).get("items", {})
     summary = {"tests": test_counts(os.path.join(out, "tests.xml")),
                "environment": items.get("environment"),
-               "errors_vs_float64": {k: {f: v.get(f) for f in ("max_abs_error", "rel_norm_error", "first_call_s",
-                                                              "wall_s", "kernel_device_s", "error", "skipped")
+               "errors_vs_float64": {k: {f: v.get(f) for f in ("max_abs_error", "bulk_error", "rel_norm_error",
+                                                              "first_call_s", "wall_s", "kernel_device_s", "error",
+                                                              "skipped")
                                          if f in v}
                                      for k, v in items.items() if k.startswith("parity")},
                "targets": targets(bench) if bench and bench.get("rows") else None,
@@ -97,7 +98,8 @@ def main(out, train_path=None):
     print("tests:", {k: v for k, v in t.items() if k != "failed_cases"}, *t.get("failed_cases", [])[:15], sep="\n  ")
     for key, value in summary["errors_vs_float64"].items():
         if "max_abs_error" in value:
-            print(f"{key}: max abs {value['max_abs_error']:.2e}, rel norm {value['rel_norm_error']:.2e}, "
+            print(f"{key}: max abs {value['max_abs_error']:.2e}, 90% {value.get('bulk_error', float('nan')):.2e}, "
+                  f"rel norm {value['rel_norm_error']:.2e}, "
                   f"first call {value['first_call_s']:.2f} s, wall {value['wall_s'] * 1e3:.2f} ms")
         else:
             print(f"{key}: {value.get('error') or 'skipped: ' + str(value.get('skipped'))}")

@@ -888,9 +888,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="rows sampled (and, under torchrun, written) at a time; with row-keyed noise (torchrun, "
                         "--keyed, or more points than this) the rows depend on it only by float32 rounding")
     p.add_argument("--keyed", action="store_true",
-                   help="row-keyed noise: the noise a torchrun run of any world size draws, so its rows to "
-                        "float32 rounding (default: keyed only when the points are cut into chunks; unchunked "
-                        "eager keeps torch's stream)")
+                   help="row-keyed noise: draw the noise a torchrun run of any world size draws, so the rows "
+                        "agree with its rows to float32 rounding (default: keyed only when the points are cut into "
+                        "chunks; unchunked eager keeps torch's stream)")
     p.add_argument("--resume", action="store_true",
                    help="under torchrun: keep the parts of an earlier run of this command whose sha256 still matches")
     p.set_defaults(func=cmd_sample)

@@ -69,6 +69,7 @@ def test_demo(tmp_path, capsys):
 def test_bench_json_and_skips(tmp_path, capsys):
     path = tmp_path / "bench.json"
     assert main(["bench", "--n", "64", "--backends", "eager,triton-fused,cudagraph", "--repeats", "3",
+                 "--sampler", "dpm++2m", "--steps", "5",  # few steps: the interpreter is slow
                  "--warmup", "0", "--json", str(path), "--plot", str(tmp_path / "bench.png")]) == 0
     result = json.loads(path.read_text())
     measured = {r["backend"] for r in result["rows"]}

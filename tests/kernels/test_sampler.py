@@ -16,7 +16,7 @@ def trained():
 
 # 1 and 7 rows: one masked block; 257: a full block and one of a single row in the interpreter
 # (1000 and 4097 rows: test_fused_every_sampler_parity). final_noise changes the last step only.
-@pytest.mark.parametrize("n,final_noise", [(1, True), (7, False), (257, True)])
+@pytest.mark.parametrize("n,final_noise", [(1, True), (7, False), (257, True), (257, False)])
 def test_fused_sampler_parity(device, trained, n, final_noise):
     """The original 100-step sampler, every 10th state."""
     model, sched = trained[0].to(device), trained[1].to(device)

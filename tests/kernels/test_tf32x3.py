@@ -18,7 +18,7 @@ import ddpm_fast as D
 from ddpm_fast.samplers import P_M, P_S, P_Z, make_plan
 from ddpm_fast.kernels._common import _split_tf32
 from helpers import assert_close, point_errors, reference_trajectory_f64
-from tolerances import BULK_QUANTILE
+from tolerances import BULK_QUANTILE, TOLERANCES
 
 LOW_13 = 0x1FFF
 
@@ -97,12 +97,12 @@ def test_3xtf32_formula_has_float32_error_over_100_steps(seed):
                             x_T=x_T, noise=noise)[-1]
     outputs = {"eager fp32": eager, "3xtf32": _emulated_sampler(model, sched, x_T, noise, "tf32x3"),
                "tf32": _emulated_sampler(model, sched, x_T, noise, "tf32")}
-    bulk = {name: torch.quantile(point_errors(out, exact), BULK_QUANTILE).item()  # 90% of the points
-            for name, out in outputs.items()}
-    # float32 level: the rule the fp32 kernels are held to, and the bulk within 3x of the eager
-    # reference's own
+    bulk = {name: torch.quantile(point_errors(out, exact), BULK_QUANTILE, interpolation="higher").item()
+            for name, out in outputs.items()}  # 90% of the points
+    # float32 level: the rule the fp32 kernels are held to (bulk within 2e-6), with the bulk
+    # within 3x of the eager reference's own or under half the fp32 bulk bound
     assert_close(outputs["3xtf32"], exact, "fp32")
-    assert bulk["3xtf32"] < max(3 * bulk["eager fp32"], 1e-7), bulk
+    assert bulk["3xtf32"] < max(3 * bulk["eager fp32"], TOLERANCES["fp32"][0] / 2), bulk
     # the test can tell: one TF32 product is far off, and within the tf32 tolerance it is held to
     assert bulk["tf32"] > 30 * max(bulk["3xtf32"], 1e-7), bulk
     assert_close(outputs["tf32"], exact, "tf32")
