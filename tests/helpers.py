@@ -34,10 +34,12 @@ def parity_figures(actual, expected, precision="fp32") -> tuple:
     the largest, and the index of the point it belongs to."""
     assert torch.isfinite(actual).all(), "non-finite values"
     excess = point_errors(actual, expected, TOLERANCES[precision][1])
+    if excess.numel() == 0:
+        return None, 0.0, None
     bulk = None
     if excess.numel() >= BULK_MIN_POINTS:
         bulk = torch.quantile(excess, BULK_QUANTILE, interpolation="higher").item()
-    return bulk, (excess.max().item() if excess.numel() else 0.0), (int(excess.argmax()) if excess.numel() else None)
+    return bulk, excess.max().item(), int(excess.argmax())
 
 
 def assert_close(actual, expected, precision="fp32", one_step=False):

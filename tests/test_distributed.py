@@ -36,16 +36,6 @@ def _torchrun(*args, ranks=2, script=("-m", "ddpm_fast"), timeout=300):
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
 
 
-def _ranks_pieces(model, n, **kwargs):
-    """The rows 2 ranks compute, each rank's pieces computed here with the ranks' threads."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(RANK_THREADS)
-    try:
-        return _shards(model, n, 2, **kwargs)
-    finally:
-        torch.set_num_threads(threads)
-
-
 # --- row-keyed noise: in one process ----------------------------------------------------------
 
 def test_keyed_draws_are_the_rows_of_one_whole_draw():
@@ -65,6 +55,16 @@ def test_keyed_draws_are_the_rows_of_one_whole_draw():
 def _shards(model, n, world_size, **kwargs):
     """What ``world_size`` ranks compute, each rank's rows in one process, one after another."""
     return torch.cat([D.sample(model, n, rows=shard_rows(n, r, world_size), **kwargs) for r in range(world_size)])
+
+
+def _ranks_pieces(model, n, **kwargs):
+    """The rows 2 ranks compute, each rank's pieces computed here with the ranks' threads."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(RANK_THREADS)
+    try:
+        return _shards(model, n, 2, **kwargs)
+    finally:
+        torch.set_num_threads(threads)
 
 
 @pytest.mark.cpu_paths
