@@ -32,8 +32,8 @@ import torch  # noqa: E402
 
 import ddpm_fast as D  # noqa: E402
 from ddpm_fast.backends import get_backend  # noqa: E402
-from ddpm_fast.samplers import make_plan  # noqa: E402
 from ddpm_fast.bench import environment  # noqa: E402
+from ddpm_fast.samplers import make_plan  # noqa: E402
 
 # the float64 reference the parity tests use
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))

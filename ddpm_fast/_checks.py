@@ -6,12 +6,12 @@ problem.
 """
 from __future__ import annotations
 
-import operator
 import os
 
 import torch
 from torch import nn
 
+from ._values import one_line
 
 
 def check_points(x: torch.Tensor, name: str = "x") -> None:
@@ -55,12 +55,6 @@ def check_timesteps(t: torch.Tensor, n_rows: int, n_steps: int) -> None:
                          f"[{int(t.min())}, {int(t.max())}]")
 
 
-def check_model_steps(model: nn.Module, n_steps: int) -> None:
-    from .model import model_n_steps  # here: model.py itself uses this module's checks
-    model_steps = model_n_steps(model)
-    if model_steps is not None and model_steps != n_steps:
-        raise ValueError(f"the model's step embeddings hold {model_steps} timesteps but the "
-                         f"schedule has {n_steps}")
 
 
 def check_same_device(**tensors: torch.Tensor) -> None:
@@ -88,33 +82,10 @@ def check_injected_noise(x_T, noise, shape, n_steps: int) -> None:
             raise TypeError(f"noise must be a floating-point tensor, got dtype {noise.dtype}")
 
 
-def one_line(text, limit: int = 300) -> str:
-    """A message of torch's (often many lines long) as one line, cut at a word."""
-    text = " ".join(str(text).split())
-    return text if len(text) <= limit else text[:limit].rsplit(" ", 1)[0] + " ..."
 
 
-def check_count(value, name: str = "n", minimum: int = 0) -> int:
-    """An integral count (int, NumPy or 0-d integer tensor; never bool or float) >= ``minimum``."""
-    if isinstance(value, bool) or isinstance(value, float):
-        raise TypeError(f"{name} must be an integer, got {value!r}")
-    try:
-        count = operator.index(value)
-    except TypeError:
-        raise TypeError(f"{name} must be an integer, got {type(value).__name__}") from None
-    if count < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {count}")
-    return count
 
 
-def check_seed(seed) -> int | None:
-    """None, or an integer in [0, 2**63): the range every backend's generator takes."""
-    if seed is None:
-        return None
-    seed = check_count(seed, "seed")
-    if seed >= 2 ** 63:
-        raise ValueError(f"seed must be below 2**63, got {seed}")
-    return seed
 
 
 def check_device(device) -> torch.device:

@@ -18,7 +18,6 @@ import secrets
 import stat
 from typing import Iterator
 
-
 # Temporaries of the groups being written now. A writer that is atomic itself (save_checkpoint,
 # the plotting functions) and is handed one of them writes it in place: the outer group renames it.
 _IN_FLIGHT: set[str] = set()
@@ -48,7 +47,7 @@ def _fsync_dir(directory: str) -> None:
         pass
 
 
-def _remove_quietly(path: str) -> None:
+def remove_quietly(path: str) -> None:
     with contextlib.suppress(FileNotFoundError):
         os.remove(path)
 
@@ -72,6 +71,9 @@ class StagedOutputs:
         target = os.path.realpath(target)  # through a symlink: replace what it points to
         if os.path.isdir(target):
             raise IsADirectoryError(21, "is a directory, not a file", target)
+        # the output directory is created here, when the first file is written: a command that
+        # stops on a check leaves no empty directory behind (check_output_dir creates nothing)
+        os.makedirs(os.path.dirname(target), exist_ok=True)
         temp = _temp_beside(target)
         self._pending.append((temp, target))
         _IN_FLIGHT.add(temp)
@@ -94,7 +96,7 @@ class StagedOutputs:
 
     def discard(self) -> None:
         for temp, _ in self._pending:
-            _remove_quietly(temp)
+            remove_quietly(temp)
         self._forget()
 
     def _forget(self) -> None:
@@ -144,31 +146,42 @@ def writes_in_place(path) -> bool:
     return not stat.S_ISREG(mode) and not stat.S_ISDIR(mode)
 
 
-def check_output_dir(path) -> str:
-    """Create ``path`` if needed and prove it writable, before any work; returns it.
+def _nearest_existing(path: str) -> str:
+    """``path`` itself, or its nearest ancestor that exists."""
+    path = os.path.abspath(path)
+    while not os.path.exists(path):
+        path = os.path.dirname(path)
+    return path
 
-    Raises OSError (with the path) for a file where a directory is expected, a directory that
-    cannot be created, or one that cannot be written to.
+
+def check_output_dir(path) -> str:
+    """Prove that ``path`` is, or can be created as, a writable directory; returns it. Creates
+    nothing: the directory appears with the first file written into it (``staged_outputs``).
+
+    Raises OSError (with the path) for a file where a directory is expected, or a directory
+    that cannot be written to (``path`` itself, or the existing ancestor it would be made in).
     """
     path = os.fsdecode(path)
     if not path:
         raise ValueError("the output directory is an empty string")
-    if os.path.exists(path) and not os.path.isdir(path):
-        raise NotADirectoryError(20, "is a file, not a directory", path)
-    os.makedirs(path, exist_ok=True)
-    probe = _temp_beside(os.path.join(path, "write-probe"))
+    existing = _nearest_existing(path)
+    if not os.path.isdir(existing):
+        raise NotADirectoryError(20, "is a file, not a directory",
+                                 path if existing == os.path.abspath(path) else existing)
+    probe = _temp_beside(os.path.join(existing, "write-probe"))
     try:  # os.access misses read-only mounts and some ACLs; creating a file does not
         with open(probe, "wb"):
             pass
     except OSError as err:
-        raise OSError(err.errno, f"cannot write into this directory ({err.strerror})", path) from None
+        where = "into this directory" if existing == os.path.abspath(path) else f"into {existing} to create it"
+        raise OSError(err.errno, f"cannot write {where} ({err.strerror})", path) from None
     finally:
-        _remove_quietly(probe)
+        remove_quietly(probe)
     return path
 
 
 def check_output_file(path) -> str:
-    """The directory of ``path`` is created and writable and ``path`` is not a directory."""
+    """``path`` can be written: not a directory, in a directory that is or can be made writable."""
     path = os.fsdecode(path)
     if not path:
         raise ValueError("the output file is an empty string")
@@ -178,3 +191,10 @@ def check_output_file(path) -> str:
         raise IsADirectoryError(21, "is a directory, not a file", path)
     check_output_dir(os.path.dirname(os.path.realpath(path)))
     return path
+
+
+def check_outputs(directory, names=()) -> list[str]:
+    """The one pre-check of a command's outputs, before any work: ``directory`` can hold them and
+    each of ``names`` in it can be written. Returns the files' paths; creates nothing."""
+    directory = check_output_dir(directory)
+    return [check_output_file(os.path.join(directory, name)) for name in names]

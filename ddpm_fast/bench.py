@@ -10,6 +10,7 @@ import time
 
 import torch
 
+from ._timing import spread, synchronize, time_call
 from .backends import get_backend
 from .samplers import make_plan
 from .sampling import sample
@@ -18,36 +19,6 @@ from .sampling import sample
 def flops_per_point_step(hidden: int = 128) -> int:
     """SPEC's cost model: 2 * (2H + 2H*H + 2H) FLOP (66,560 for H = 128)."""
     return 2 * (2 * hidden + 2 * hidden * hidden + 2 * hidden)
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def time_call(fn, device: torch.device, repeats: int, warmup: int) -> dict:
-    """Wall time of ``fn()`` with the device synchronized around each call.
-
-    The first call (compilation, capture, autotuning) is reported apart as
-    ``first_call_s``; then ``warmup`` untimed calls, then ``repeats`` timed ones.
-    """
-    _sync(device)
-    start = time.perf_counter()
-    fn()
-    _sync(device)
-    first = time.perf_counter() - start
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        _sync(device)
-        start = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - start)
-    quantiles = statistics.quantiles(times, n=5) if len(times) > 1 else [times[0]] * 4
-    return {"first_call_s": first, "median_s": statistics.median(times), "p20_s": quantiles[0],
-            "p80_s": quantiles[3], "repeats": repeats}
 
 
 def matmul_ceiling(device: torch.device, precision: str, size: int | None = None, repeats: int = 10) -> float:
@@ -102,17 +73,15 @@ def time_case(fn, device: torch.device, repeats: int, warmup: int, ranks=None) -
     times, error = [], None
     for _ in range(repeats):
         ranks.barrier()
-        _sync(device)
+        synchronize(device)
         start = time.perf_counter()
         error = error or _quietly(fn, 1, ranks.rank)  # a failed rank still joins every barrier
-        _sync(device)
+        synchronize(device)
         times.append(time.perf_counter() - start)
     gathered = ranks.gather((times, error))
     _raise_first(e for _, e in gathered)
     slowest = [max(column) for column in zip(*(t for t, _ in gathered))]  # [repeats]: the slowest rank each time
-    quantiles = statistics.quantiles(slowest, n=5) if len(slowest) > 1 else [slowest[0]] * 4
-    return {**stats, "parallel_median_s": statistics.median(slowest), "parallel_p20_s": quantiles[0],
-            "parallel_p80_s": quantiles[3]}
+    return {**stats, **spread(slowest, "parallel_")}
 
 
 def _quietly(fn, calls: int, rank: int) -> str | None:
@@ -132,7 +101,8 @@ def _raise_first(errors) -> None:
 
 
 def run_benchmark(model, schedule, device, ns, backends, precisions=("fp32",), repeats: int = 10,
-                  warmup: int = 2, seed: int = 0, on_update=None, cases=None, samplers=None, ranks=None) -> dict:
+                  warmup: int = 2, seed: int = 0, on_update=None, cases=None, samplers=None, ranks=None,
+                  compile_mode: str = "default") -> dict:
     """Time ``sample`` for every N x precision x backend x sampler that can run here (or for
     ``cases``, a list of (N, precision, backend) in the order to run them: most important
     first; each for every sampler). ``samplers``: a list of ``{"sampler": name, "steps": K}``
@@ -142,6 +112,7 @@ def run_benchmark(model, schedule, device, ns, backends, precisions=("fp32",), r
     results of a long sweep. ``ranks`` (a ``ddpm_fast.distributed.World`` of several ranks, under
     torchrun): each case is timed on rank 0 alone, then on every rank at once with N points
     each, and the rows add the aggregate point-steps/s and the scaling efficiency against one rank.
+    ``compile_mode``: torch.compile's mode for backend ``compile`` (recorded in the result).
     """
     device = torch.device(device)
     hidden = model.linears[0].out_features if hasattr(model, "linears") else 128
@@ -152,7 +123,8 @@ def run_benchmark(model, schedule, device, ns, backends, precisions=("fp32",), r
               "flops_per_point_step": flops_per_point_step(hidden),
               "matmul_ceiling_tflops": {p: matmul_ceiling(device, p) for p in precisions
                                         if p != "tf32" or device.type == "cuda"},
-              "rows": [], "skipped": [], "failed": [], "world_size": 1 if ranks is None else ranks.world_size}
+              "rows": [], "skipped": [], "failed": [], "world_size": 1 if ranks is None else ranks.world_size,
+              "compile_mode": compile_mode}
     if cases is None:
         cases = [(n, precision, name) for n in ns for precision in precisions for name in backends]
     for n, precision, name in cases:  # each case for every sampler in turn: side by side in a cut sweep
@@ -172,10 +144,11 @@ def _run_case(result, model, schedule, device, spec, n, precision, name, seed, r
         result["skipped"].append({**case, "reason": reason})
         return
     call = lambda: sample(model, n, schedule=schedule, seed=seed, backend=name,  # noqa: E731
-                          precision=precision, device=device, chunk_size=None, **spec)
+                          precision=precision, device=device, chunk_size=None,
+                          compile_mode=result["compile_mode"], **spec)
     try:
         stats = time_case(call, device, repeats, warmup, ranks)
-    except Exception as err:  # recorded and reported, never counted as a result
+    except Exception as err:  # noqa: BLE001  (recorded and reported, never counted as a result)
         result["failed"].append({**case, "error": f"{type(err).__name__}: {err}"[:500]})
         return
     tflops = result["flops_per_point_step"] * spec["steps"] * n / stats["median_s"] / 1e12

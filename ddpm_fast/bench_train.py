@@ -8,14 +8,15 @@ and writes them.
 """
 from __future__ import annotations
 
-import statistics
 import time
 
 import torch
 
-from .bench import _sync, environment, join_columns, skipped_and_failed
-from .train import RECIPES, TrainConfig, train
-from .train_steps import batch_counts, train_backend_unavailable
+from ._timing import spread, synchronize
+from .bench import environment, join_columns, skipped_and_failed
+from .training.config import RECIPES, TrainConfig
+from .training.loop import train
+from .training.steps import batch_counts, train_backend_unavailable
 
 SEED_RECIPE_STEPS = RECIPES["seed"].epochs * len(batch_counts(RECIPES["seed"].n_points, RECIPES["seed"].batch_size))
 
@@ -32,7 +33,7 @@ def time_training(backend: str, device: torch.device, batch_size: int, n_points:
 
     def tick(result):
         if result.epochs_done == warmup_epochs:  # the timed epochs start here
-            _sync(device)
+            synchronize(device)
             marks["warm"] = time.perf_counter()
         if result.epochs_done >= warmup_epochs:
             if cuda:
@@ -42,19 +43,18 @@ def time_training(backend: str, device: torch.device, batch_size: int, n_points:
             else:
                 stamps.append(time.perf_counter())
 
-    _sync(device)
+    synchronize(device)
     start = time.perf_counter()
     result = train(config, progress=False, device=device, backend=backend, on_epoch_end=tick)
-    _sync(device)
+    synchronize(device)
     if cuda:
         times = [a.elapsed_time(b) / 1e3 for a, b in zip(stamps, stamps[1:])]
     else:
         times = [b - a for a, b in zip(stamps, stamps[1:])]
     if not times:
         raise ValueError("need at least 2 timed epochs")
-    quantiles = statistics.quantiles(times, n=5) if len(times) > 1 else [times[0]] * 4
-    return {"median_s": statistics.median(times), "p20_s": quantiles[0], "p80_s": quantiles[3],
-            "epochs_timed": len(times), "warmup_epochs": warmup_epochs, "warmup_s": marks["warm"] - start,
+    return {**spread(times), "epochs_timed": len(times), "warmup_epochs": warmup_epochs,
+            "warmup_s": marks["warm"] - start,
             "compile_s": result.compile_s,
             "final_loss": result.losses[-1]}
 
@@ -76,7 +76,7 @@ def run_train_benchmark(device, backends, batch_sizes, n_points: int = 10_000, e
             else:
                 try:
                     stats = time_training(backend, device, batch_size, n_points, epochs, warmup_epochs)
-                except Exception as err:  # recorded and reported, never counted as a result
+                except Exception as err:  # noqa: BLE001  (recorded and reported, never counted as a result)
                     result["failed"].append({**case, "error": f"{type(err).__name__}: {err}"[:500]})
                 else:
                     steps_per_s = case["steps_per_epoch"] / stats["median_s"]

@@ -14,16 +14,17 @@ from importlib import resources
 
 import torch
 
-from ._checks import check_device, one_line
+from ._checks import check_device
 from ._io import atomic_path
+from ._values import one_line
+from .constants import PRETRAINED
 from .model import MLPDiffusion
 from .schedule import Schedule, make_schedule
 
 FORMAT = "ddpm-fast-checkpoint"
 VERSION = 1
-# The bundled models (README: how each was trained): the original recipe's, bit-reproducible,
+# The bundled models (docs/training.md: how each was trained): the original recipe's, bit-reproducible,
 # and the best the package trains.
-PRETRAINED = {"seed": "s_curve.pt", "best": "best.pt"}
 
 
 def save_checkpoint(path, model: MLPDiffusion, schedule: Schedule, metadata: dict | None = None,
@@ -219,7 +220,7 @@ def pretrained_path(name: str = "seed") -> str:
 
 def load_pretrained(name: str = "seed", device="cpu"):
     """``(model, schedule)`` of a bundled model: ``"seed"`` (the original recipe) or ``"best"``
-    (``ddpm-fast train --recipe best``; README). ``load_pretrained("cuda")``, a device first,
+    (``ddpm-fast train --recipe best``; docs/training.md). ``load_pretrained("cuda")``, a device first,
     is the older signature and loads ``"seed"`` there."""
     if name not in PRETRAINED and isinstance(name, (str, torch.device)) and device == "cpu":
         try:

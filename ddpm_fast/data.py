@@ -3,16 +3,23 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from sklearn import datasets as skd
 
-from ._checks import check_count, check_fits
+from ._checks import check_fits
+from ._values import check_count
+from .constants import DATASETS
 
-DATASETS = ("s_curve", "moons", "circles", "swiss_roll")
+
+def _sklearn():
+    """scikit-learn's dataset generators, imported on first use: the import takes a second or two,
+    which ``import ddpm_fast`` and the command line's start-up should not pay."""
+    from sklearn import datasets
+
+    return datasets
 
 
 def make_s_curve(n: int = 10_000, noise: float = 0.1, seed: int | None = None) -> torch.Tensor:
     """The original data: columns 0 and 2 of sklearn's 3-D S-curve, divided by 10. [n, 2] float32."""
-    points, _ = skd.make_s_curve(n, noise=noise, random_state=seed)
+    points, _ = _sklearn().make_s_curve(n, noise=noise, random_state=seed)
     return torch.Tensor(points[:, [0, 2]] / 10.0).float()
 
 
@@ -34,6 +41,7 @@ def make_dataset(name: str = "s_curve", n: int = 10_000, noise: float | None = N
         return torch.empty(0, 2)
     if name == "s_curve":
         return make_s_curve(n, 0.1 if noise is None else noise, seed)
+    skd = _sklearn()
     if name == "moons":
         points, _ = skd.make_moons(n, noise=0.05 if noise is None else noise, random_state=seed)
     elif name == "circles":

@@ -12,12 +12,8 @@ import operator
 import torch
 from torch import nn
 
-from ._checks import (check_count, check_fits, check_flag, check_generator, check_injected_noise,
-                      check_model_dtype, check_model_steps, check_points, check_same_device, check_timestep,
-                      check_timesteps, to_dtype)
-from .backends import resolve_backend
-from .model import model_device
-from .samplers import make_plan
+from ._checks import check_generator, check_points, check_same_device, check_timestep, check_timesteps
+from .model import check_model_steps, model_device
 from .schedule import Schedule
 
 
@@ -151,65 +147,6 @@ def _p_sample(model, x, t, betas, one_minus_alphas_bar_sqrt, noise, final_noise,
         noise = _randn_like(x, generator)
     sigma_t = betas[t_index].sqrt()
     return mean + sigma_t * noise
-
-
-def p_sample_loop(model: nn.Module, shape, n_steps: int, betas: torch.Tensor,
-                  one_minus_alphas_bar_sqrt: torch.Tensor, *, x_T: torch.Tensor | None = None,
-                  noise: torch.Tensor | None = None, final_noise: bool = True,
-                  generator: torch.Generator | None = None, backend: str = "eager",
-                  precision: str = "fp32", sampler: str = "ddpm", steps: int | None = None,
-                  prior: str | None = None, eta: float | None = None, grid=None) -> list[torch.Tensor]:
-    """The reverse process from x_T ~ N(0, I) to x_0; returns ``[x_T, x_{T-1}, ..., x_0]``.
-
-    With no ``x_T``/``noise``/``generator`` it draws from the global RNG in the original
-    order (x_T, then z for t = T-1, ..., 0), so a seeded run matches the original code.
-    ``noise[i]`` is the z of loop iteration i, timestep T-1-i. ``backend`` picks the
-    implementation (see ``ddpm_fast.available_backends``); all but ``eager`` return the
-    same list computed by a fast path. ``sampler``, ``steps``, ``prior``, ``eta`` and ``grid``
-    pick another sampler as in ``sample``: then the list holds its K+1 states, x_T first,
-    and ``noise`` is [K, N, 2].
-    """
-    _check_model(model)
-    shape = _check_shape(shape)
-    n_steps = check_count(n_steps, "n_steps", minimum=1)
-    check_generator(generator)
-    check_flag(final_noise, "final_noise")
-    for name, table in (("betas", betas), ("one_minus_alphas_bar_sqrt", one_minus_alphas_bar_sqrt)):
-        if not isinstance(table, torch.Tensor) or not table.is_floating_point():
-            raise TypeError(f"{name} must be a floating-point tensor, got "
-                            f"{getattr(table, 'dtype', type(table).__name__)}")
-    if betas.shape != (n_steps,) or one_minus_alphas_bar_sqrt.shape != (n_steps,):
-        raise ValueError(f"betas and one_minus_alphas_bar_sqrt must have shape [{n_steps}], got "
-                         f"{list(betas.shape)} and {list(one_minus_alphas_bar_sqrt.shape)}")
-    check_model_steps(model, n_steps)
-    plan = make_plan(betas, sampler, steps, grid=grid, prior=prior, eta=eta, final_noise=final_noise,
-                     tuned_grids=getattr(model, "tuned_grids", None),
-                     one_minus_alphas_bar_sqrt=one_minus_alphas_bar_sqrt)
-    check_injected_noise(x_T, noise, shape, plan.steps)
-    device = x_T.device if x_T is not None else (model_device(model) or betas.device)
-    check_fits((plan.steps + 1) * shape[0] * 2 * 4, device,
-               f"the {plan.steps + 1} states of p_sample_loop(shape={shape})")
-    if backend != "eager" or not plan.reference:
-        from .sampling import run_backend
-        trajectory = run_backend(backend, model, betas, one_minus_alphas_bar_sqrt, shape,
-                                 x_T=x_T, noise=noise, final_noise=final_noise,
-                                 generator=generator, precision=precision, trajectory=True, plan=plan)
-        return list(trajectory.unbind(0))
-    resolve_backend("eager", device, precision)  # eager runs fp32 only: say so rather than ignore it
-    dtype = check_model_dtype(model, "eager")
-    betas, one_minus_alphas_bar_sqrt, x_T, noise = to_dtype(dtype, betas, one_minus_alphas_bar_sqrt, x_T, noise)
-    return eager_loop(model, shape, betas, one_minus_alphas_bar_sqrt, x_T, noise, final_noise,
-                      generator, keep=True, dtype=dtype)
-
-
-def _check_shape(shape) -> tuple:
-    try:
-        shape = tuple(shape)
-    except TypeError:
-        raise TypeError(f"shape must be a pair (N, 2), got {shape!r}") from None
-    if len(shape) != 2 or check_count(shape[1], "shape[1]") != 2:
-        raise ValueError(f"shape must be (N, 2), got {shape}")
-    return (check_count(shape[0], "N (shape[0])"), 2)
 
 
 def eager_loop(model, shape, betas, one_minus_alphas_bar_sqrt, x_T, noise, final_noise,

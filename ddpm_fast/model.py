@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ._checks import check_count
+from ._values import check_count
 
 
 @dataclass(frozen=True)
@@ -59,6 +59,14 @@ def model_n_steps(model: nn.Module) -> int | None:
     if embeddings is None or len(embeddings) == 0:
         return None
     return int(embeddings[0].num_embeddings)
+
+
+def check_model_steps(model: nn.Module, n_steps: int) -> None:
+    """The model's step embeddings, if it has them, hold the schedule's ``n_steps`` timesteps."""
+    model_steps = model_n_steps(model)
+    if model_steps is not None and model_steps != n_steps:
+        raise ValueError(f"the model's step embeddings hold {model_steps} timesteps but the "
+                         f"schedule has {n_steps}")
 
 
 def model_device(model: nn.Module) -> torch.device | None:

@@ -29,7 +29,7 @@ def _scatter(ax, points: torch.Tensor, title: str | None = None) -> None:
         ax.set_title(title)
 
 
-def _save(fig, path):
+def save_figure(fig, path):
     try:
         with atomic_path(path) as temp:
             fig.savefig(temp, dpi=100, bbox_inches="tight")
@@ -55,7 +55,7 @@ def plot_log_log(curves: dict, path, xlabel: str, ylabel: str, title: str, x_bas
     ax.set_title(title, fontsize=9)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 def plot_dataset(points: torch.Tensor, path, title: str = "dataset"):
     """One scatter plot of ``points`` [N, 2] (the data, or samples: say which in ``title``)."""
@@ -63,7 +63,7 @@ def plot_dataset(points: torch.Tensor, path, title: str = "dataset"):
         raise ValueError("no points to plot")
     fig, ax = plt.subplots(figsize=(4, 4))
     _scatter(ax, points, title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_q_grid(points: torch.Tensor, schedule: Schedule, path, seed: int = 0):
@@ -80,7 +80,7 @@ def plot_q_grid(points: torch.Tensor, schedule: Schedule, path, seed: int = 0):
     for ax in list(axs.flat)[len(steps):]:
         ax.set_axis_off()
     fig.suptitle(f"forward process: the data after t of {schedule.n_steps} noising steps", y=1.04)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_trajectory(states: torch.Tensor, path, n_steps: int = 100, every: int = 10,
@@ -96,7 +96,7 @@ def plot_trajectory(states: torch.Tensor, path, n_steps: int = 100, every: int =
         t = timesteps[k] if timesteps is not None else n_steps - every * (k + 1)
         _scatter(ax, state, f"$x_{{{t}}}$, t = {t}")
     fig.suptitle(title, y=1.04)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_loss(losses, path):
@@ -109,7 +109,18 @@ def plot_loss(losses, path):
     ax.set_ylabel("mean training loss")
     ax.set_title(f"training loss, {len(losses)} epoch{'s' * (len(losses) != 1)}")
     ax.grid(True, alpha=0.3)
-    return _save(fig, path)
+    return save_figure(fig, path)
+
+
+def frame_limits(points: torch.Tensor, pad: float = 0.05) -> tuple:
+    """((x_lo, x_hi), (y_lo, y_hi)): a square frame around every point of ``points`` [N, 2] (the
+    same scale on both axes, so a shape is not squashed), with a margin of ``pad`` of its side."""
+    finite = points[torch.isfinite(points).all(dim=1)]
+    if finite.shape[0] == 0:
+        return (-1.0, 1.0), (-1.0, 1.0)
+    lo, hi = finite.min(0).values, finite.max(0).values
+    center, half = (lo + hi) / 2, float((hi - lo).max()) / 2 * (1 + 2 * pad) or 1.0
+    return ((float(center[0]) - half, float(center[0]) + half), (float(center[1]) - half, float(center[1]) + half))
 
 
 def animate_reverse(trajectory: torch.Tensor, path, frames: int = 26, fps: int = 8, labels=None):
@@ -117,18 +128,19 @@ def animate_reverse(trajectory: torch.Tensor, path, frames: int = 26, fps: int =
     the t of each state (default: T, T-1, ..., 0 for the K = T step sampler)."""
     idx = torch.linspace(0, trajectory.shape[0] - 1, frames).round().long().tolist()
     fig, ax = plt.subplots(figsize=(4, 4))
-    final = trajectory[-1].cpu()
-    pad = 0.5 * (final.max(0).values - final.min(0).values)
-    lo, hi = final.min(0).values - pad, final.max(0).values + pad
     dots = ax.scatter(*trajectory[idx[0]].cpu().T, **_DOT)
-    ax.set_xlim(lo[0], hi[0])
-    ax.set_ylim(lo[1], hi[1])
     ax.set_axis_off()
+    ax.set_aspect("equal", adjustable="box")  # one scale on both axes: the S keeps its shape
     steps_total = trajectory.shape[0] - 1
 
     def draw(k):
-        dots.set_offsets(trajectory[idx[k]].cpu().numpy())
-        ax.set_title(f"t = {labels[idx[k]] if labels is not None else steps_total - idx[k]}")
+        state = trajectory[idx[k]].cpu()
+        dots.set_offsets(state.numpy())
+        (x_lo, x_hi), (y_lo, y_hi) = frame_limits(state)  # zooms in from the noise to the data
+        ax.set_xlim(x_lo, x_hi)
+        ax.set_ylim(y_lo, y_hi)
+        ax.set_title(f"t = {labels[idx[k]] if labels is not None else steps_total - idx[k]} "
+                     f"(frame {x_hi - x_lo:.2g} wide)")
         return (dots,)
 
     try:

@@ -5,14 +5,15 @@ import torch
 from torch.profiler import ProfilerActivity, profile, record_function
 
 from ._io import atomic_path
-from .backends._step import NVTX
+from ._timing import synchronize
+from .backends._step import nvtx_step_ranges
 from .sampling import sample
 
 
 def profile_sampler(model, schedule, backend: str, n: int, device, precision: str, trace_path: str,
                     rows: int = 15, **sampler):
     """Profile one ``sample`` call after a warm-up call; returns (table, trace_path).
-    ``sampler``: sample()'s sampler keywords (sampler, steps, prior, eta, grid).
+    ``sampler``: sample()'s sampler keywords (sampler, steps, prior, eta, grid) and compile_mode.
 
     On CUDA one more call runs for Nsight Systems (``nsys profile ddpm-fast profile ...``):
     an NVTX range around the call, one per step in the host-side loops (``compile``,
@@ -26,17 +27,13 @@ def profile_sampler(model, schedule, backend: str, n: int, device, precision: st
     with profile(activities=activities) as prof:
         with record_function(f"sample[{backend}]"):
             call()
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
+            synchronize(device)
     with atomic_path(trace_path) as temp:
         prof.export_chrome_trace(temp)
     if device.type == "cuda":
-        NVTX["steps"] = True
-        try:
-            with torch.autograd.profiler.emit_nvtx(), torch.cuda.nvtx.range(f"ddpm-fast/{backend}"):
-                call()
-            torch.cuda.synchronize(device)
-        finally:
-            NVTX["steps"] = False
+        with nvtx_step_ranges(), torch.autograd.profiler.emit_nvtx(), \
+                torch.cuda.nvtx.range(f"ddpm-fast/{backend}"):
+            call()
+            synchronize(device)
     sort_by = "device_time_total" if device.type == "cuda" else "self_cpu_time_total"
     return prof.key_averages().table(sort_by=sort_by, row_limit=rows), trace_path

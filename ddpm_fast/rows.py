@@ -23,10 +23,16 @@ import torch
 ROW_BLOCK = 1 << 14  # rows per key block: 16,384 (a block's z for 100 steps is 13 MB)
 
 
-def block_seed(seed: int, block: int) -> int:
-    """The 63-bit seed of key block ``block`` of a request seeded with ``seed`` (NumPy's SeedSequence)."""
-    words = np.random.SeedSequence([seed, block]).generate_state(2, np.uint32)
+def derive_seed(seed: int, key: int) -> int:
+    """A 63-bit seed for ``key`` (a block, a chunk's first row) of a request seeded with ``seed``:
+    NumPy's SeedSequence of the pair, so different keys give independent streams."""
+    words = np.random.SeedSequence([seed, key]).generate_state(2, np.uint32)
     return (int(words[0]) << 31) ^ int(words[1])
+
+
+def block_seed(seed: int, block: int) -> int:
+    """The seed of key block ``block`` of a request seeded with ``seed``."""
+    return derive_seed(seed, block)
 
 
 def shard_rows(n: int, rank: int, world_size: int) -> tuple:

@@ -34,11 +34,11 @@ from functools import cached_property
 import numpy as np
 import torch
 
-SAMPLERS = ("ddpm", "ddim", "dpm++2m", "unipc")
-GRIDS = ("trailing", "leading", "linspace", "karras", "lu")
-PRIORS = ("unit", "matched")
+from ._values import check_count
+from .constants import GRIDS, PRIORS, SAMPLERS
+
 # Steps when a few-step sampler is asked for without steps=, and the grid it takes when the
-# model carries no tuned grid for it: the best measured on the bundled model (README).
+# model carries no tuned grid for it: the best measured on the bundled model (docs/samplers.md).
 DEFAULT_STEPS = 10
 DEFAULT_GRID = {"ddpm": "trailing", "ddim": "trailing", "dpm++2m": "karras", "unipc": "karras"}
 
@@ -371,7 +371,6 @@ def make_plan(schedule, sampler: str = "ddpm", steps: int | None = None, *, grid
     if not (math.isfinite(eta) and 0 <= eta <= 1):
         raise ValueError(f"eta must lie in [0, 1], got {eta}")
     if steps is not None:
-        from ._checks import check_count
         steps = check_count(steps, "steps", minimum=1)
         if steps > n:
             raise ValueError(f"steps={steps} is more than the schedule's {n} timesteps")

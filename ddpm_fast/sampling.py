@@ -1,19 +1,31 @@
-"""``sample``: final points from any backend, in O(N) memory, chunked for very large N."""
+"""The public samplers: ``sample`` (final points from any backend, in O(N) memory, chunked for
+very large N) and ``p_sample_loop`` (the whole trajectory, the reference's drop-in)."""
 from __future__ import annotations
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ._checks import (check_count, check_device, check_fits, check_flag, check_generator, check_injected_noise,
-                      check_model_dtype, check_model_steps, check_same_device, check_seed, to_dtype)
+from ._checks import (
+    check_device,
+    check_fits,
+    check_flag,
+    check_generator,
+    check_injected_noise,
+    check_model_dtype,
+    check_same_device,
+    to_dtype,
+)
+from ._values import check_count, check_seed
 from .backends import SamplingJob, resolve_backend
-from .model import model_device, model_n_steps
+from .backends.compiled import check_compile_mode
+from .constants import DEFAULT_CHUNK
+from .diffusion import eager_loop
+from .model import check_model_steps, model_device, model_n_steps
 from .rows import keyed_draws
 from .samplers import SamplerPlan, make_plan
 from .schedule import Schedule, make_schedule
 
-DEFAULT_CHUNK = 1 << 20  # rows per chunk: bounds eager's [chunk, 128] activations to 512 MB
 KEYED_NOISE_BYTES = 1 << 28  # keyed noise injected into eager/compile/cudagraph, [K, chunk, 2] float32: 256 MB
 
 
@@ -21,7 +33,7 @@ def run_backend(backend: str, model: nn.Module, betas: torch.Tensor,
                 one_minus_alphas_bar_sqrt: torch.Tensor, shape, *, x_T=None, noise=None,
                 final_noise=True, generator=None, seed=None, precision="fp32",
                 trajectory=False, row_offset=0, dtype: torch.dtype | None = None,
-                plan: SamplerPlan | None = None) -> torch.Tensor:
+                plan: SamplerPlan | None = None, compile_mode: str = "default") -> torch.Tensor:
     """Run one backend on already-checked inputs; x_0 [N, 2] or trajectory [K+1, N, 2].
 
     ``plan``: the sampler (default: the original T-step DDPM with ``final_noise``).
@@ -38,7 +50,8 @@ def run_backend(backend: str, model: nn.Module, betas: torch.Tensor,
     job = SamplingJob(model=model, betas=betas, one_minus_alphas_bar_sqrt=one_minus_alphas_bar_sqrt,
                       shape=tuple(shape), device=device, x_T=x_T, noise=noise, final_noise=final_noise,
                       generator=generator, seed=seed, precision=precision, trajectory=trajectory,
-                      row_offset=row_offset, dtype=dtype, plan=plan)
+                      row_offset=row_offset, dtype=dtype, plan=plan,
+                      compile_mode=check_compile_mode(compile_mode))
     if shape[0] == 0:
         empty = torch.empty(tuple(shape), device=device, dtype=dtype)
         return empty.expand(plan.steps + 1, *shape) if trajectory else empty
@@ -75,7 +88,7 @@ def sample(model: nn.Module, n: int, *, sampler: str = "ddpm", steps: int | None
            seed: int | None = None, final_noise: bool = True, backend: str = "auto",
            precision: str = "fp32", device=None, generator: torch.Generator | None = None,
            chunk_size: int | None = DEFAULT_CHUNK, progress: bool = False, keyed: bool | None = None,
-           rows: tuple | None = None) -> torch.Tensor:
+           rows: tuple | None = None, compile_mode: str = "default") -> torch.Tensor:
     """Draw ``n`` points x_0 ~ p_θ, returning only them: [n, 2] float32.
 
     ``sampler`` ("ddpm", "ddim", "dpm++2m", "unipc"), ``steps``, ``prior`` ("unit" or
@@ -87,7 +100,7 @@ def sample(model: nn.Module, n: int, *, sampler: str = "ddpm", steps: int | None
     read only at steps that add noise) inject the randomness (SPEC's convention),
     which is how every backend reproduces the reference's numbers; otherwise each backend
     draws its own, from ``seed`` when given (the fast ones do not reproduce
-    ``torch.randn``'s stream; see README). Rows are processed ``chunk_size`` at a time
+    ``torch.randn``'s stream; see docs/backends.md). Rows are processed ``chunk_size`` at a time
     (None: all at once). ``schedule`` may also be a kind name ("sigmoid", "linear", "cosine").
     A result that cannot fit in the device's free memory is refused before any work.
 
@@ -96,7 +109,8 @@ def sample(model: nn.Module, n: int, *, sampler: str = "ddpm", steps: int | None
     the whole request. Default (None): keyed when a seeded request is cut into chunks; an
     unchunked request keeps the backend's own stream (``eager``: the reference's torch stream).
     ``rows=(lo, hi)``: only rows lo..hi-1 of the n-row request ([hi - lo, 2]; keyed, needs a
-    seed): what one rank of a sharded run computes.
+    seed): what one rank of a sharded run computes. ``compile_mode``: torch.compile's mode for
+    backend ``compile`` ("default", "reduce-overhead" or "max-autotune").
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -104,6 +118,7 @@ def sample(model: nn.Module, n: int, *, sampler: str = "ddpm", steps: int | None
     seed = check_seed(seed)
     check_generator(generator)
     check_flag(final_noise, "final_noise")
+    check_compile_mode(compile_mode)
     if chunk_size is not None:
         chunk_size = check_count(chunk_size, "chunk_size", minimum=1)
     device = _resolve_device(model, device)
@@ -141,8 +156,69 @@ def sample(model: nn.Module, n: int, *, sampler: str = "ddpm", steps: int | None
             chosen.name, model, schedule.betas, schedule.one_minus_alphas_bar_sqrt, (stop - start, 2),
             x_T=chunk_x_T, noise=chunk_noise, final_noise=final_noise,
             generator=None if keyed else generator, seed=seed if chosen.keys_rows or not keyed else None,
-            precision=precision, row_offset=start, dtype=dtype, plan=plan))
+            precision=precision, row_offset=start, dtype=dtype, plan=plan, compile_mode=compile_mode))
     return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+
+def p_sample_loop(model: nn.Module, shape, n_steps: int, betas: torch.Tensor,
+                  one_minus_alphas_bar_sqrt: torch.Tensor, *, x_T: torch.Tensor | None = None,
+                  noise: torch.Tensor | None = None, final_noise: bool = True,
+                  generator: torch.Generator | None = None, backend: str = "eager",
+                  precision: str = "fp32", sampler: str = "ddpm", steps: int | None = None,
+                  prior: str | None = None, eta: float | None = None, grid=None,
+                  compile_mode: str = "default") -> list[torch.Tensor]:
+    """The reverse process from x_T ~ N(0, I) to x_0; returns ``[x_T, x_{T-1}, ..., x_0]``.
+
+    With no ``x_T``/``noise``/``generator`` it draws from the global RNG in the original
+    order (x_T, then z for t = T-1, ..., 0), so a seeded run matches the original code.
+    ``noise[i]`` is the z of loop iteration i, timestep T-1-i. ``backend`` picks the
+    implementation (see ``ddpm_fast.available_backends``); all but ``eager`` return the
+    same list computed by a fast path. ``sampler``, ``steps``, ``prior``, ``eta`` and ``grid``
+    pick another sampler as in ``sample``: then the list holds its K+1 states, x_T first,
+    and ``noise`` is [K, N, 2]. ``compile_mode`` as in ``sample``.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    shape = _check_shape(shape)
+    n_steps = check_count(n_steps, "n_steps", minimum=1)
+    check_generator(generator)
+    check_flag(final_noise, "final_noise")
+    for name, table in (("betas", betas), ("one_minus_alphas_bar_sqrt", one_minus_alphas_bar_sqrt)):
+        if not isinstance(table, torch.Tensor) or not table.is_floating_point():
+            raise TypeError(f"{name} must be a floating-point tensor, got "
+                            f"{getattr(table, 'dtype', type(table).__name__)}")
+    if betas.shape != (n_steps,) or one_minus_alphas_bar_sqrt.shape != (n_steps,):
+        raise ValueError(f"betas and one_minus_alphas_bar_sqrt must have shape [{n_steps}], got "
+                         f"{list(betas.shape)} and {list(one_minus_alphas_bar_sqrt.shape)}")
+    check_model_steps(model, n_steps)
+    plan = make_plan(betas, sampler, steps, grid=grid, prior=prior, eta=eta, final_noise=final_noise,
+                     tuned_grids=getattr(model, "tuned_grids", None),
+                     one_minus_alphas_bar_sqrt=one_minus_alphas_bar_sqrt)
+    check_injected_noise(x_T, noise, shape, plan.steps)
+    device = x_T.device if x_T is not None else (model_device(model) or betas.device)
+    check_fits((plan.steps + 1) * shape[0] * 2 * 4, device,
+               f"the {plan.steps + 1} states of p_sample_loop(shape={shape})")
+    if backend != "eager" or not plan.reference:
+        trajectory = run_backend(backend, model, betas, one_minus_alphas_bar_sqrt, shape,
+                                 x_T=x_T, noise=noise, final_noise=final_noise,
+                                 generator=generator, precision=precision, trajectory=True, plan=plan,
+                                 compile_mode=compile_mode)
+        return list(trajectory.unbind(0))
+    resolve_backend("eager", device, precision)  # eager runs fp32 only: say so rather than ignore it
+    dtype = check_model_dtype(model, "eager")
+    betas, one_minus_alphas_bar_sqrt, x_T, noise = to_dtype(dtype, betas, one_minus_alphas_bar_sqrt, x_T, noise)
+    return eager_loop(model, shape, betas, one_minus_alphas_bar_sqrt, x_T, noise, final_noise,
+                      generator, keep=True, dtype=dtype)
+
+
+def _check_shape(shape) -> tuple:
+    try:
+        shape = tuple(shape)
+    except TypeError:
+        raise TypeError(f"shape must be a pair (N, 2), got {shape!r}") from None
+    if len(shape) != 2 or check_count(shape[1], "shape[1]") != 2:
+        raise ValueError(f"shape must be (N, 2), got {shape}")
+    return (check_count(shape[0], "N (shape[0])"), 2)
 
 
 def _check_rows(rows, n: int) -> tuple:

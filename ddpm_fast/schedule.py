@@ -10,9 +10,8 @@ from dataclasses import dataclass, field, fields, replace
 
 import torch
 
-from ._checks import check_count
-
-SCHEDULE_KINDS = ("sigmoid", "linear", "cosine")
+from ._values import check_count
+from .constants import SCHEDULE_KINDS
 
 
 @dataclass(frozen=True)

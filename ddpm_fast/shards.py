@@ -16,7 +16,7 @@ from typing import Callable
 
 import numpy as np
 
-from ._io import _remove_quietly, atomic_path, write_json
+from ._io import atomic_path, remove_quietly, write_json
 from .distributed import file_sha256
 
 MANIFEST = "manifest.json"
@@ -37,14 +37,14 @@ def prepare_folder(directory: str, world_size: int) -> None:
     """Rank 0, before any rank writes: the old manifest goes first (the folder is incomplete from
     now until the new one is written), then parts of ranks this run does not have and the
     temporaries of killed ones."""
-    _remove_quietly(os.path.join(directory, MANIFEST))
+    remove_quietly(os.path.join(directory, MANIFEST))
     for name in os.listdir(directory):
         if (name.startswith(".part-") and ".tmp" in name) or name == SHARED_MARKER:  # a killed run's
-            _remove_quietly(os.path.join(directory, name))
+            remove_quietly(os.path.join(directory, name))
         elif name.startswith("part-") and name.endswith((".npy", ".json")):
             rank = name[len("part-"):].split(".")[0]
             if not rank.isdigit() or int(rank) >= world_size:
-                _remove_quietly(os.path.join(directory, name))
+                remove_quietly(os.path.join(directory, name))
 
 
 def reusable_part(directory: str, rank: int, params: dict, rows: tuple, noise_device: str) -> tuple:
@@ -169,6 +169,25 @@ class SampleParts:
         return f"SampleParts(shape={self.shape}, parts={len(self.parts)})"
 
 
+def _load_points(path: str) -> np.ndarray:
+    """A .npy file of points [N, 2] (floating point), memory-mapped; anything else is refused
+    with its shape or what the file is."""
+    with open(path, "rb") as f:
+        if f.read(6) != b"\x93NUMPY":  # the .npy magic: else numpy would try the file as a pickle
+            raise ValueError(f"{path}: not a NumPy .npy file (written by numpy.save, e.g. ddpm-fast sample)")
+    try:
+        array = np.load(path, mmap_mode="r")
+    except ValueError as err:  # an object array, or a damaged header
+        raise ValueError(f"{path}: not a NumPy array of points ({err})") from None
+    if not isinstance(array, np.ndarray):
+        raise ValueError(f"{path}: not a NumPy .npy array file")
+    if array.ndim != 2 or array.shape[1] != 2:
+        raise ValueError(f"{path}: holds an array of shape {list(array.shape)}; samples are points [N, 2]")
+    if not np.issubdtype(array.dtype, np.floating):
+        raise ValueError(f"{path}: holds {array.dtype} values; samples are floating-point points [N, 2]")
+    return array
+
+
 def load_samples(path, verify: bool = True):
     """The samples at ``path``: a folder written by a sharded ``ddpm-fast sample`` (or its
     manifest.json; the manifest checked: every part present, of the recorded size, rows tiling
@@ -184,7 +203,7 @@ def load_samples(path, verify: bool = True):
     if os.path.isfile(path):
         if not path.endswith(".npy"):
             raise ValueError(f"{path}: not a .npy file or a samples folder (give the folder, or its {MANIFEST})")
-        return np.load(path, mmap_mode="r")
+        return _load_points(path)
     if not os.path.isdir(path):
         raise FileNotFoundError(2, "no such samples folder or .npy file", path)
     manifest_path = os.path.join(path, MANIFEST)
@@ -194,7 +213,7 @@ def load_samples(path, verify: bool = True):
             manifest = json.load(f)
     except FileNotFoundError:
         if os.path.isfile(single):  # a single-process `ddpm-fast sample --out` folder
-            return np.load(single, mmap_mode="r")
+            return _load_points(single)
         if any(name.startswith(("part-", ".part-")) for name in os.listdir(path)):
             raise ValueError(f"{path}: has parts but no {MANIFEST}: the run is incomplete (a rank failed or was "
                              "killed, or it is still running); rerun the torchrun command with --resume") from None

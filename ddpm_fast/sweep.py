@@ -5,10 +5,11 @@ Library code: it returns rows and strings and writes the picture; the CLI prints
 from __future__ import annotations
 
 import statistics
-import time
+from functools import partial
 
 import torch
 
+from ._timing import timed
 from .metrics import swd_report
 from .samplers import make_plan
 from .sampling import sample
@@ -20,7 +21,7 @@ DEFAULT_STEPS = (5, 10, 20, 50, 100)
 def median_swd(model, schedule, *, draws: int = 3, n: int = 10_000, dataset: str = "s_curve",
                backend: str = "eager", **sampler) -> float:
     """The quality bar's measure: median over seeds 0..draws-1 of the SWD of n samples to fresh data
-    (the tests' and the README's figure)."""
+    (the tests' and the figure in docs/samplers.md)."""
     scores = [swd_report(sample(model, n, schedule=schedule, seed=draw, backend=backend, **sampler), dataset,
                          seed=draw)["swd"] for draw in range(draws)]
     return statistics.median(scores)
@@ -28,7 +29,7 @@ def median_swd(model, schedule, *, draws: int = 3, n: int = 10_000, dataset: str
 
 def quality_sweep(model, schedule, samplers=DEFAULT_SAMPLERS, steps=DEFAULT_STEPS, *, n: int = 10_000,
                   draws: int = 3, dataset: str = "s_curve", backend: str = "auto", precision: str = "fp32",
-                  device=None, seed: int = 0, on_row=None) -> list:
+                  device=None, seed: int = 0, on_row=None, compile_mode: str = "default") -> list:
     """One row per (sampler, steps): the median over ``draws`` seeds of the SWD to fresh data,
     its floor, and the median wall time of the ``sample`` call (the first call of each backend
     and plan structure is made, untimed, before). Each sampler takes its default prior and
@@ -39,17 +40,12 @@ def quality_sweep(model, schedule, samplers=DEFAULT_SAMPLERS, steps=DEFAULT_STEP
         for k in steps:
             plan = make_plan(schedule, sampler, k, tuned_grids=getattr(model, "tuned_grids", None))
             kwargs = dict(schedule=schedule, sampler=sampler, steps=k, backend=backend, precision=precision,
-                          device=device)
+                          device=device, compile_mode=compile_mode)
             sample(model, min(n, 64), seed=seed, **kwargs)  # compile / capture / warm up, not timed
             swd, floor, seconds = [], [], []
             for draw in range(draws):
-                if device is not None and device.type == "cuda":
-                    torch.cuda.synchronize(device)
-                start = time.perf_counter()
-                points = sample(model, n, seed=seed + draw, **kwargs)
-                if device is not None and device.type == "cuda":
-                    torch.cuda.synchronize(device)
-                seconds.append(time.perf_counter() - start)
+                points, wall_s = timed(partial(sample, model, n, seed=seed + draw, **kwargs), device)
+                seconds.append(wall_s)
                 report = swd_report(points, dataset, seed=draw)
                 swd.append(report["swd"])
                 floor.append(report["swd_floor"])
@@ -79,7 +75,7 @@ def format_sweep(rows: list) -> str:
 
 
 def plot_sweep(rows: list, path) -> str:
-    from .plotting import _save, plt
+    from .plotting import plt, save_figure
     fig, (ax_q, ax_t) = plt.subplots(1, 2, figsize=(10, 4))
     for sampler in dict.fromkeys(r["sampler"] for r in rows):
         mine = sorted((r["steps"], r["swd"], r["seconds"]) for r in rows if r["sampler"] == sampler)
@@ -99,4 +95,4 @@ def plot_sweep(rows: list, path) -> str:
     n = rows[0]["n"] if rows else 0
     ax_q.set_title(f"quality vs steps ({n:,} points)", fontsize=9)
     ax_t.set_title("wall time vs steps", fontsize=9)
-    return _save(fig, path)
+    return save_figure(fig, path)

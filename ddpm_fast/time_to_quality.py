@@ -9,7 +9,8 @@ from __future__ import annotations
 import time
 
 from .sweep import median_swd
-from .train import TrainConfig, train
+from .training.config import TrainConfig
+from .training.loop import train
 
 
 def default_eval_epochs(epochs: int, points: int = 6) -> list:

@@ -40,12 +40,13 @@ class TuneResult:
 
 
 def grid_objective(model, schedule, sampler: str, timesteps, data: torch.Tensor, n: int, seeds=TUNE_SAMPLE_SEEDS,
-                   backend: str = "eager") -> float:
+                   backend: str = "eager", compile_mode: str = "default") -> float:
     """Mean SWD to ``data`` of ``n`` samples per seed on the grid ``timesteps``."""
     from .sampling import sample
     scores = []
     for seed in seeds:
-        points = sample(model, n, schedule=schedule, sampler=sampler, grid=list(timesteps), seed=seed, backend=backend)
+        points = sample(model, n, schedule=schedule, sampler=sampler, grid=list(timesteps), seed=seed, backend=backend,
+                        compile_mode=compile_mode)
         scores.append(sliced_wasserstein(points, data, seed=seed))
     return sum(scores) / len(scores)
 
@@ -63,7 +64,7 @@ def _neighbours(timesteps: tuple, n_steps: int):
 
 def tune_grid(model, schedule, sampler: str = "dpm++2m", steps: int = 5, *, n: int = 20_000,
               dataset: str = "s_curve", max_evaluations: int = 400, backend: str = "eager",
-              on_step=None) -> TuneResult:
+              on_step=None, compile_mode: str = "default") -> TuneResult:
     """Search the ``steps`` integer timesteps of ``sampler`` that bring the model's samples
     closest to the data (SWD), starting from the best of the standard grids.
 
@@ -79,7 +80,7 @@ def tune_grid(model, schedule, sampler: str = "dpm++2m", steps: int = 5, *, n: i
     def score(grid):
         nonlocal evaluations
         evaluations += 1
-        return grid_objective(model, schedule, sampler, grid, data, n, backend=backend)
+        return grid_objective(model, schedule, sampler, grid, data, n, backend=backend, compile_mode=compile_mode)
 
     starts = {}
     for name in GRIDS:

@@ -8,7 +8,7 @@
 In-kernel noise is Philox keyed by (seed, timestep, global row, stream); it is not
 ``torch.randn``'s stream: exact parity with the reference comes through injected noise.
 """
-from ._runtime import INTERPRET, triton_unavailable_reason
+from ._runtime import INTERPRET, seed_tensor, triton_unavailable_reason
 from .mlp import mlp_forward
 from .q_sample import q_sample
 from .sampler import sample_fused
@@ -17,4 +17,4 @@ from .weights import DOT_MODES, MLPWeights, check_fused_layout, mlp_weights
 
 __all__ = ["DOT_MODES", "INTERPRET", "MLPWeights", "check_fused_layout", "mlp_forward", "mlp_weights",
            "new_state", "q_sample", "sample_fused",
-           "sampler_step", "triton_unavailable_reason"]
+           "sampler_step", "seed_tensor", "triton_unavailable_reason"]

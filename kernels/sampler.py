@@ -7,8 +7,15 @@ import triton
 import triton.language as tl
 
 from ._common import N_COLS, _mlp_eps, _solver_step, _step_noise
-from ._runtime import (DEFAULT_BLOCK_M, DEFAULT_NUM_STAGES, DEFAULT_NUM_WARPS, as_float32_rows, check_launch,
-                       check_plan_noise, seed_tensor)
+from ._runtime import (
+    DEFAULT_BLOCK_M,
+    DEFAULT_NUM_STAGES,
+    DEFAULT_NUM_WARPS,
+    as_float32_rows,
+    check_launch,
+    check_plan_noise,
+    seed_tensor,
+)
 from .weights import MLPWeights, dot_mode
 
 
@@ -21,7 +28,7 @@ def _sampler_kernel(x_ptr,  # [N, 2] float32, x_T
                     seed_ptr,  # [1] int64, key of the drawn z
                     t_ptr,  # [K] int64, the plan's timesteps
                     coef_ptr,  # [K, N_COLUMNS] float32, the plan's coefficients
-                    w1_ptr, b1_ptr, e1_ptr, w2_ptr, b2_ptr, e2_ptr, w3_ptr, b3_ptr, e3_ptr, w4_ptr, b4_ptr,  # MLPWeights
+                    w1_ptr, b1_ptr, e1_ptr, w2_ptr, b2_ptr, e2_ptr, w3_ptr, b3_ptr, e3_ptr, w4_ptr, b4_ptr,  # noqa: E501  (MLPWeights)
                     N, row_offset,
                     w_step_stride,  # 0: every step reads the same weights (see below)
                     K: tl.constexpr,  # steps: a constant trip count (and triton 3.6's interpreter

@@ -6,8 +6,14 @@ import triton
 import triton.language as tl
 
 from ._common import N_COLS, _mlp_eps, _solver_step, _step_noise
-from ._runtime import (DEFAULT_BLOCK_M, DEFAULT_NUM_STAGES, DEFAULT_NUM_WARPS, check_launch, check_plan_noise,
-                       seed_tensor)
+from ._runtime import (
+    DEFAULT_BLOCK_M,
+    DEFAULT_NUM_STAGES,
+    DEFAULT_NUM_WARPS,
+    check_launch,
+    check_plan_noise,
+    seed_tensor,
+)
 from .weights import MLPWeights, dot_mode
 
 STATE_PLANES = 4  # x, s' (the previous corrected point), m_1, m_2 (the previous estimates)
@@ -34,7 +40,7 @@ def _sampler_step_kernel(state_ptr,  # [4, N, 2] float32: x, s', m_1, m_2 before
                          seed_ptr,  # [1] int64, key of the drawn z
                          t_ptr,  # [K] int64, the plan's timesteps
                          coef_ptr,  # [K, N_COLUMNS] float32, the plan's coefficients
-                         w1_ptr, b1_ptr, e1_ptr, w2_ptr, b2_ptr, e2_ptr, w3_ptr, b3_ptr, e3_ptr, w4_ptr, b4_ptr,  # MLPWeights
+                         w1_ptr, b1_ptr, e1_ptr, w2_ptr, b2_ptr, e2_ptr, w3_ptr, b3_ptr, e3_ptr, w4_ptr, b4_ptr,  # noqa: E501  (MLPWeights)
                          i, N, row_offset,
                          H: tl.constexpr, DOT: tl.constexpr, NOISE_GIVEN: tl.constexpr, NOISY: tl.constexpr,
                          HISTORY: tl.constexpr, CORRECTOR: tl.constexpr, BLOCK_M: tl.constexpr):

@@ -2,9 +2,9 @@
 import copy
 
 import torch
+from tolerances import BULK_MIN_POINTS, BULK_QUANTILE, TAIL_ATOL, TOLERANCES, TOLERANCES_ONE_STEP
 
 import ddpm_fast as D
-from tolerances import BULK_MIN_POINTS, BULK_QUANTILE, TAIL_ATOL, TOLERANCES, TOLERANCES_ONE_STEP
 
 
 def float64_model(model):

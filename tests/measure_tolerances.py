@@ -26,11 +26,11 @@ os.environ.setdefault("TRITON_INTERPRET", "1")  # before triton is imported: the
 import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from helpers import BULK_QUANTILE, SAMPLER_CASES, float64_model, point_errors, reference_plan_f64  # noqa: E402
+from tolerances import TOLERANCES, TOLERANCES_ONE_STEP  # noqa: E402
+
 import ddpm_fast as D  # noqa: E402
 from ddpm_fast.samplers import make_plan  # noqa: E402
-from tolerances import TOLERANCES, TOLERANCES_ONE_STEP  # noqa: E402
-from helpers import (BULK_QUANTILE, SAMPLER_CASES, float64_model, point_errors,  # noqa: E402
-                     reference_plan_f64)
 
 CASES = {"ddpm-100": {}, **SAMPLER_CASES}
 

@@ -85,7 +85,7 @@ def original_training(dataset, num_steps, num_epoch, batch_size=128, snapshot_ev
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     snapshots = {}
     for t in range(num_epoch):
-        for idx, batch_x in enumerate(dataloader):
+        for _idx, batch_x in enumerate(dataloader):
             loss = diffusion_loss_fn(model, batch_x, tables["alphas_bar_sqrt"],
                                      tables["one_minus_alphas_bar_sqrt"], num_steps)
             optimizer.zero_grad()

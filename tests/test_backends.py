@@ -3,11 +3,11 @@ import warnings
 
 import pytest
 import torch
+from helpers import assert_close, precisions_for, reference_trajectory_f64
+from original_code import OriginalMLPDiffusion, original_schedule
 
 import ddpm_fast as D
 from ddpm_fast.backends import available_backends, backend_names
-from helpers import assert_close, precisions_for, reference_trajectory_f64
-from original_code import OriginalMLPDiffusion, original_schedule
 
 # eager and compile run torch's CPU kernels: CI runs them again on another CPU's MKL path
 BACKENDS = [pytest.param("eager", marks=pytest.mark.cpu_paths), pytest.param("compile", marks=pytest.mark.cpu_paths),
@@ -83,6 +83,7 @@ def test_compile_seeded_uses_the_eager_stream(model):
 
 def test_compile_no_recompiles_no_graph_breaks(model):
     import torch._dynamo as dynamo
+
     from ddpm_fast.backends import compiled
     fresh = D.MLPDiffusion(100).to(model.linears[0].weight.device)  # its own compiled step
     with dynamo.config.patch(error_on_recompile=True):
@@ -92,10 +93,18 @@ def test_compile_no_recompiles_no_graph_breaks(model):
     assert ("default", "fp32", str(fresh.linears[0].weight.device), 16, 0, False, True) in compiled.compile_times
 
 
-def test_compile_modes(model):
-    from ddpm_fast.backends import compiled
+def test_compile_modes(model, monkeypatch, tmp_path):
     with pytest.raises(ValueError, match="unknown compile mode 'fast'; known modes: default, reduce-overhead"):
-        compiled.set_compile_mode("fast")
+        D.sample(model, 4, seed=0, backend="compile", compile_mode="fast")
+    modes = []  # the mode each compiled step was built with (compiling itself is not what is checked)
+    monkeypatch.setattr(torch, "compile", lambda fn, **options: modes.append(options["mode"]) or fn)
+    fresh = D.MLPDiffusion(100).to(model.linears[0].weight.device)
+    D.sample(fresh, 4, seed=0, backend="compile", compile_mode="reduce-overhead")
+    assert modes == ["reduce-overhead"]
+    from ddpm_fast.cli import main  # the command line's flag reaches the job too, with no global switch
+    assert main(["sample", "--backend", "compile", "--compile-mode", "max-autotune", "--n", "4", "--device", "cpu",
+                 "--out", str(tmp_path), "--quiet"]) == 0
+    assert modes == ["reduce-overhead", "max-autotune"]
 
 
 def test_seeded_samples_are_reproducible(device, model):
@@ -136,7 +145,7 @@ def test_chunk_seeds_differ_per_chunk():
 
 
 def test_auto_order_on_cuda_measured_or_safe(monkeypatch):
-    from ddpm_fast import backends
+    from ddpm_fast.backends import registry as backends
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Some GPU")
     monkeypatch.setattr(backends, "_measured_orders", lambda: {"Some GPU": {"bf16": ["triton-fused", "eager"]}})
@@ -150,7 +159,7 @@ def test_auto_order_on_cuda_measured_or_safe(monkeypatch):
 
 
 def test_auto_skips_a_backend_that_cannot_take_a_bare_generator(monkeypatch):
-    from ddpm_fast import backends
+    from ddpm_fast.backends import registry as backends
     monkeypatch.setitem(backends.AUTO_ORDER, "cpu", ("cudagraph", "eager"))
     import dataclasses
     runnable_here = dataclasses.replace(backends.get_backend("cudagraph"), unavailable_reason=lambda device: None)

@@ -1,8 +1,8 @@
 import pytest
 import torch
+from original_code import OriginalMLPDiffusion
 
 import ddpm_fast as D
-from original_code import OriginalMLPDiffusion
 
 
 def test_roundtrip(tmp_path):

@@ -9,13 +9,13 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from helpers import assert_close, point_errors
+from tolerances import TRAIN_TOLERANCES
 
 import ddpm_fast as D
 from ddpm_fast.rows import ROW_BLOCK, keyed_draws, shard_rows
 from ddpm_fast.samplers import make_plan
 from ddpm_fast.shards import MANIFEST, load_samples
-from helpers import assert_close, point_errors
-from tolerances import TRAIN_TOLERANCES
 
 FEW_STEPS = dict(sampler="unipc", steps=5)  # cheap in the interpreter; noiseless steps but x_T
 ANCESTRAL = dict(sampler="ddim", steps=6, eta=0.7)  # draws a z at every step but the last
@@ -268,7 +268,7 @@ def test_two_rank_training_matches_one_rank(tmp_path, record_property):
 
 
 def test_ranks_must_agree(model):
-    from ddpm_fast.train import _check_ranks_agree
+    from ddpm_fast.training.loop import _check_ranks_agree
     ranks = SimpleNamespace(distributed=True, world_size=2, gather=lambda digest: [digest, "0" * 64])
     with pytest.raises(RuntimeError, match="different weights"):
         _check_ranks_agree(ranks, [model])
@@ -315,7 +315,7 @@ class _Ranks:
 
 
 def test_a_folder_another_rank_cannot_see_is_refused(tmp_path):
-    from ddpm_fast.cli_distributed import _check_shared_folder
+    from ddpm_fast.cli.torchrun import _check_shared_folder
     _check_shared_folder(_Ranks([lambda token: [token, None], lambda sees: [sees, True]]), str(tmp_path))
     with pytest.raises(RuntimeError, match=r"ranks \[1\] do not see .* shared file system"):
         _check_shared_folder(_Ranks([lambda token: [token, None], lambda sees: [sees, False]]), str(tmp_path))
@@ -323,7 +323,7 @@ def test_a_folder_another_rank_cannot_see_is_refused(tmp_path):
 
 
 def test_batch_shards_tile_every_batch():
-    from ddpm_fast.train_steps import EpochDraws
+    from ddpm_fast.training.steps import EpochDraws
     draws = EpochDraws.empty(n_points=23, batch_size=5, device=torch.device("cpu"))  # batches of 5, 5, 5, 5, 3
     shards = [draws.shard(r, 4) for r in range(4)]
     assert [s.t.shape[1] for s in shards] == [1, 1, 1, 2]  # every rank at least one row

@@ -101,7 +101,8 @@ def _valid_sample_call(data):
 def test_sample(data):
     valid = data.draw(st.booleans(), "all valid")
     model, n, rows, kwargs = (_valid_sample_call if valid else _any_sample_call)(data)
-    out = _outcome(lambda: D.sample(model, n, **kwargs), (rows, 2), f"{'valid' if valid else 'any'} {kwargs['backend']}")
+    out = _outcome(lambda: D.sample(model, n, **kwargs), (rows, 2),
+                   f"{'valid' if valid else 'any'} {kwargs['backend']}")
     if valid:
         assert out is not None, "a valid call raised"
 

@@ -3,12 +3,12 @@ from dataclasses import replace
 
 import pytest
 import torch
+from helpers import assert_close, reference_trajectory_f64
 
 import ddpm_fast as D
 from ddpm_fast.backends import cudagraph
-from ddpm_fast.samplers import make_plan
 from ddpm_fast.kernels import mlp_weights, sample_fused
-from helpers import assert_close, reference_trajectory_f64
+from ddpm_fast.samplers import make_plan
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(),
                                 reason="needs a CUDA GPU (runs in benchmarks/gpu_check.sh)")
@@ -135,7 +135,7 @@ def test_graphed_and_compiled_training_match_eager_on_cuda(backend, graph_steps,
     import torch._dynamo as dynamo
     from tolerances import TRAIN_TOLERANCES
     if graph_steps:
-        monkeypatch.setattr("ddpm_fast.train_steps.MAX_GRAPH_STEPS", graph_steps)
+        monkeypatch.setattr("ddpm_fast.training.steps.MAX_GRAPH_STEPS", graph_steps)
     eager = D.train(TRAIN_PARITY, progress=False, device="cuda", backend="eager")
     with dynamo.config.patch(error_on_recompile=True):
         other = D.train(TRAIN_PARITY, progress=False, device="cuda", backend=backend)

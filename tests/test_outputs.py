@@ -8,7 +8,6 @@ import pytest
 import torch
 
 import ddpm_fast as D
-import ddpm_fast.cli as cli
 from ddpm_fast._io import atomic_path, check_output_dir, staged_outputs, writes_in_place
 from ddpm_fast.cli import main
 
@@ -85,11 +84,11 @@ def test_csv_round_trips_float32(tmp_path):
 def test_output_path_checked_before_the_work(tmp_path, monkeypatch, capsys, command):
     def no_work(*args, **kwargs):
         raise AssertionError("the work started before the output path was checked")
-    monkeypatch.setattr(cli, "load_checkpoint", no_work)
-    monkeypatch.setattr(cli, "train", no_work)
+    monkeypatch.setattr("ddpm_fast.checkpoint.load_checkpoint", no_work)
+    monkeypatch.setattr("ddpm_fast.training.loop.train", no_work)
     a_file = tmp_path / "a_file"
     a_file.write_text("")
-    for out, message in ((a_file, "is a file, not a directory"), (a_file / "sub", "Not a directory")):
+    for out, message in ((a_file, "is a file, not a directory"), (a_file / "sub", "is a file, not a directory")):
         assert main([*command, "--out", str(out)]) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and message in err and str(a_file) in err
@@ -145,8 +144,8 @@ def test_a_replaced_file_keeps_its_permissions(tmp_path):
 @pytest.mark.parametrize("command, target", [(["sample"], "samples.png"), (["plot"], "q_grid.png"),
                                              (["demo"], "reverse.gif"), (["train", "--epochs", "1"], "loss.png")])
 def test_an_output_file_that_is_a_directory_is_refused_first(tmp_path, monkeypatch, capsys, command, target):
-    monkeypatch.setattr(cli, "load_checkpoint", lambda *a, **k: pytest.fail("work started"))
-    monkeypatch.setattr(cli, "train", lambda *a, **k: pytest.fail("work started"))
+    monkeypatch.setattr("ddpm_fast.checkpoint.load_checkpoint", lambda *a, **k: pytest.fail("work started"))
+    monkeypatch.setattr("ddpm_fast.training.loop.train", lambda *a, **k: pytest.fail("work started"))
     (tmp_path / target).mkdir()
     assert main([*command, "--out", str(tmp_path)]) == 2
     assert f"{target}: is a directory, not a file" in capsys.readouterr().err

@@ -1,5 +1,6 @@
-"""The bundled model's samples stay as good as the original recipe's (README: how it was trained)."""
+"""The bundled model's samples stay as good as the original recipe's (docs/training.md: how it was trained)."""
 import pytest
+
 import ddpm_fast as D
 from ddpm_fast.sweep import median_swd  # the bar's measure: median SWD of 3 draws of 10,000 points
 
@@ -9,7 +10,7 @@ def test_bundled_model_sample_quality():
     points = D.sample(model, 10_000, schedule=schedule, seed=0, backend="eager")
     report = D.quality_report(points, "s_curve", seed=0)
     # The original code's own recipe reached SWD about 0.005 (issue 2); the data-vs-data floor
-    # is the best any sampler can show at this N. Measured for the bundled model: see README.
+    # is the best any sampler can show at this N. Measured for the bundled model: see docs/samplers.md.
     assert report["swd"] < 0.005
     assert report["swd"] < 5 * report["swd_floor"]
     assert report["mmd"] < 2e-3
@@ -22,7 +23,7 @@ def test_untrained_model_fails_the_same_bar():
 
 
 # The 100-step ddpm measures 3.6e-3 here; the issue's bars: 10 steps better than it, 5 steps
-# better than every diffusers scheduler measured at 5 (4.5e-3 and up). Measured medians: README.
+# better than every diffusers scheduler measured at 5 (4.5e-3 and up). Measured medians: docs/samplers.md.
 @pytest.mark.parametrize("sampler", ["dpm++2m", "unipc"])
 @pytest.mark.parametrize("steps,bar", [(10, 2.5e-3), (5, 4.0e-3)])
 def test_few_step_samplers_beat_100_step_ddpm(sampler, steps, bar):
@@ -38,7 +39,7 @@ def test_few_step_bar_can_fail():
 
 def test_best_bundled_model_with_its_recommended_sampler():
     """load_pretrained("best") (ddpm-fast train --recipe best) under the issue's bar of 2.0e-3 with
-    UniPC, 10 steps (measured 1.61e-3; README), where the seed recipe's model with 100-step ddpm
+    UniPC, 10 steps (measured 1.61e-3; docs/samplers.md), where the seed recipe's model with 100-step ddpm
     (3.6e-3) fails the same bar."""
     model, schedule = D.load_pretrained("best")
     assert median_swd(model, schedule, sampler="unipc", steps=10) <= 2.0e-3

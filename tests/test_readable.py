@@ -2,9 +2,7 @@
 import argparse
 
 import pytest
-import torch
 
-import ddpm_fast as D
 import ddpm_fast.plotting as plotting
 from ddpm_fast.bench import format_row, format_table
 from ddpm_fast.cli import build_parser, main
@@ -20,7 +18,7 @@ def figures(monkeypatch):
         drawn[name.lstrip(".").split(".")[0]] = fig
         open(path, "wb").close()
         return path
-    monkeypatch.setattr(plotting, "_save", capture)
+    monkeypatch.setattr(plotting, "save_figure", capture)
     return drawn
 
 
@@ -47,7 +45,7 @@ def test_training_snapshot_titles(tmp_path, figures):
     assert main(["train", "--epochs", "1", "--n-points", "200", "--snapshot-every", "1", "--out", str(tmp_path),
                  "--quiet"]) == 0
     assert _titles(figures["trajectory_epoch0"])[0] == "$x_{90}$, t = 90"
-    assert figures["trajectory_epoch0"]._suptitle.get_text() == "reverse process after 1 epoch"
+    assert figures["trajectory_epoch0"]._suptitle.get_text() == "reverse process at epoch 0 (after 1 epoch)"
     assert _titles(figures["loss"]) == ["training loss, 1 epoch"]
 
 
@@ -85,13 +83,15 @@ def test_every_option_is_explained_with_its_default(command, capsys):
         if action is not None and action.default not in (None, False):
             assert f"(default: {action.default})" in text, (command, option)
     if command == "train":
-        assert "(default: seed 4000, fast 600, best 3000)" in text and "(default: seed 0.001, fast 0.01, best 0.01)" in text
+        assert "(default: seed 4000, fast 600, best 3000)" in text
+        assert "(default: seed 0.001, fast 0.01, best 0.01)" in text
 
 
 def test_long_steps_say_what_they_do(tmp_path, capsys):
     assert main(["demo", "--n", "200", "--device", "cpu", "--out", str(tmp_path)]) == 0
     err = capsys.readouterr().err
-    for words in ("warm-up call", "sampling 200 points, ddpm, 100 steps (the original sampler), with backend 'eager'", "scoring",
+    for words in ("warm-up call", "sampling 200 points, ddpm, 100 steps (the original sampler), with backend 'eager'",
+                  "scoring",
                   "drawing the pictures"):
         assert words in err, words
     assert main(["evaluate", "--n", "100", "--draws", "2", "--device", "cpu"]) == 0

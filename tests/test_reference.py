@@ -4,17 +4,16 @@ import dataclasses
 
 import pytest
 import torch
+from helpers import assert_close, parity_figures, reference_trajectory_f64
+from original_code import OriginalMLPDiffusion, diffusion_loss_fn, original_schedule, original_training
+from original_code import p_sample as orig_p_sample
+from original_code import p_sample_loop as orig_p_sample_loop
+from tolerances import TAIL_ATOL, TOLERANCES
 
 import ddpm_fast as D
-from helpers import assert_close, parity_figures, reference_trajectory_f64
 from ddpm_fast.diffusion import antithetic_timesteps
 from ddpm_fast.samplers import P_M, P_Z, make_plan
 from ddpm_fast.sampling import run_backend
-from tolerances import TAIL_ATOL, TOLERANCES
-from original_code import (OriginalMLPDiffusion, diffusion_loss_fn, original_schedule,
-                           original_training)
-from original_code import p_sample as orig_p_sample
-from original_code import p_sample_loop as orig_p_sample_loop
 
 pytestmark = pytest.mark.cpu_paths
 

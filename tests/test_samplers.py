@@ -5,10 +5,10 @@ import math
 import numpy as np
 import pytest
 import torch
+from helpers import SAMPLER_CASES, assert_close, float64_model, reference_plan_f64
 
 import ddpm_fast as D
-from ddpm_fast.samplers import (A_EPS, P_M, P_S, P_Z, SAMPLERS, make_plan, schedule_tables, timestep_grid)
-from helpers import SAMPLER_CASES, assert_close, float64_model, reference_plan_f64
+from ddpm_fast.samplers import A_EPS, P_M, P_S, P_Z, SAMPLERS, make_plan, schedule_tables, timestep_grid
 
 # eager and compile run torch's CPU kernels: CI runs them again on another CPU's MKL path
 BACKENDS = [pytest.param("eager", marks=pytest.mark.cpu_paths), pytest.param("compile", marks=pytest.mark.cpu_paths),
@@ -150,7 +150,8 @@ def test_seeded_ode_samplers_draw_the_eager_stream(trained):
     for sampler in ("dpm++2m", "unipc", "ddim"):
         eager = D.sample(model, 33, sampler=sampler, seed=9, backend="eager")
         assert_close(D.sample(model, 33, sampler=sampler, seed=9, backend="compile"), eager, "fp32")
-        x_T = torch.randn(33, 2, generator=torch.Generator().manual_seed(9)) * make_plan(D.make_schedule(), sampler).prior_std
+        prior_std = make_plan(D.make_schedule(), sampler).prior_std
+        x_T = torch.randn(33, 2, generator=torch.Generator().manual_seed(9)) * prior_std
         assert_close(D.sample(model, 33, sampler=sampler, x_T=x_T, backend="eager"), eager, "fp32")
 
 

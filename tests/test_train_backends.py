@@ -1,18 +1,18 @@
 """Training backends and recipes: the same draws give the same weights on every backend
-(ddpm_fast.train_steps), the padded loss is the original's, the draws are what they claim."""
+(ddpm_fast.training.steps), the padded loss is the original's, the draws are what they claim."""
 import importlib
 from dataclasses import replace
 
 import pytest
 import torch
 import torch._dynamo as dynamo
+from tolerances import TRAIN_TOLERANCES
 
 import ddpm_fast as D
 from ddpm_fast.diffusion import loss_from_draws, weighted_loss
-from ddpm_fast.train_steps import EpochDraws, batch_counts, draw_epoch_device, lr_table
-from tolerances import TRAIN_TOLERANCES
+from ddpm_fast.training.steps import EpochDraws, batch_counts, draw_epoch_device, lr_table
 
-train_module = importlib.import_module("ddpm_fast.train")  # the module; ddpm_fast.train is the function
+train_module = importlib.import_module("ddpm_fast.training.loop")  # the module; ddpm_fast.training.loop is the function
 
 # 2,500 points in batches of 128: 19 full batches and one of 68, 20 steps an epoch; 10 epochs = 200 steps.
 PARITY = D.TrainConfig(n_points=2500, epochs=10, snapshot_every=0, seed=5)
@@ -162,7 +162,7 @@ def test_resume_refuses_to_stretch_a_cosine_schedule():
 
 def test_fast_recipe_reaches_the_seed_recipes_quality():
     """The whole fast recipe (seed-exact on CPU eager, about 25 s here) meets the bundled model's bar;
-    its wall time is measured by `ddpm-fast time-to-quality` (README), not asserted. The bar can
+    its wall time is measured by `ddpm-fast time-to-quality` (docs/benchmarks.md), not asserted. The bar can
     fail: the same run's model after 60 of its 600 epochs is far above it."""
     from ddpm_fast.sweep import median_swd
     early = {}

@@ -10,7 +10,7 @@ import torch
 import ddpm_fast as D
 from ddpm_fast.cli import main
 
-train_module = importlib.import_module("ddpm_fast.train")
+train_module = importlib.import_module("ddpm_fast.training.loop")
 TINY = ["--n-points", "300", "--snapshot-every", "0", "--quiet"]
 
 
@@ -75,7 +75,7 @@ def test_time_to_quality_writes_curves(tmp_path, capsys, monkeypatch):
     tiny = {"seed": replace(train_module.RECIPES["seed"], n_points=300, epochs=2, snapshot_every=0),
             "fast": replace(train_module.RECIPES["fast"], n_points=300, epochs=4, snapshot_every=0)}
     monkeypatch.setattr(train_module, "RECIPES", {**train_module.RECIPES, **tiny})
-    monkeypatch.setattr("ddpm_fast.cli.RECIPES", {**train_module.RECIPES, **tiny})
+    monkeypatch.setattr("ddpm_fast.cli.bench.RECIPES", {**train_module.RECIPES, **tiny})
     assert main(["time-to-quality", "--n", "300", "--draws", "1", "--out", str(tmp_path), "--quiet"]) == 0
     report = json.loads((tmp_path / "time_to_quality.json").read_text())
     assert [r["epoch"] for r in report["curves"]["seed"]] == [1, 2]

@@ -9,7 +9,7 @@ import torch
 import ddpm_fast as D
 from ddpm_fast.cli import main
 
-train_steps = importlib.import_module("ddpm_fast.train_steps")
+train_steps = importlib.import_module("ddpm_fast.training.steps")
 TINY = ["--n-points", "300", "--batch-size", "128", "--snapshot-every", "1", "--seed", "3", "--quiet"]
 
 
@@ -134,14 +134,14 @@ def test_zero_epochs_draw_no_empty_loss_curve(tmp_path):
 
 
 def test_a_second_ctrl_c_during_the_save_does_not_lose_it(tmp_path, monkeypatch, capfd):
-    import ddpm_fast.cli as cli
-    real_save = cli._save_run
+    import ddpm_fast.cli.train as cli
+    real_save = cli.save_run
 
     def save_interrupted_twice(out, result):
         signal.raise_signal(signal.SIGINT)  # impatient user: more Ctrl-C while saving
         signal.raise_signal(signal.SIGINT)
         return real_save(out, result)
-    monkeypatch.setattr(cli, "_save_run", save_interrupted_twice)
+    monkeypatch.setattr(cli, "save_run", save_interrupted_twice)
     _interrupt_at_batch(monkeypatch, 5)
     assert main(["train", "--epochs", "4", "--save-every", "0", "--out", str(tmp_path), *TINY]) == 130
     assert "saving a checkpoint: wait a moment" in capfd.readouterr().err  # the handler writes to fd 2
@@ -149,15 +149,15 @@ def test_a_second_ctrl_c_during_the_save_does_not_lose_it(tmp_path, monkeypatch,
 
 
 def test_a_first_ctrl_c_during_a_periodic_save_still_stops(tmp_path, monkeypatch):
-    import ddpm_fast.cli as cli
-    real_save, saves = cli._save_run, []
+    import ddpm_fast.cli.train as cli
+    real_save, saves = cli.save_run, []
 
     def save_with_a_signal(out, result):
         saves.append(result.epochs_done)
         if len(saves) == 1:
             signal.raise_signal(signal.SIGINT)
         return real_save(out, result)
-    monkeypatch.setattr(cli, "_save_run", save_with_a_signal)
+    monkeypatch.setattr(cli, "save_run", save_with_a_signal)
     assert main(["train", "--epochs", "50", "--save-every", "1", "--out", str(tmp_path), *TINY]) == 130
     assert saves == [1, 1]  # the periodic save after epoch 1, then the stop's save of the same epoch
     assert D.load_checkpoint(tmp_path / "checkpoint.pt")[2]["epochs_done"] == 1

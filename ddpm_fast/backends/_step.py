@@ -88,12 +88,23 @@ def step_noise(noise, i: int, plan, like: torch.Tensor, generator=None):
     return torch.randn(like.shape, generator=generator, device=like.device, dtype=like.dtype)
 
 
-NVTX = {"steps": False}  # set by ddpm-fast profile: one NVTX range per step in host-side loops
+_step_ranges = {"on": False}  # inside nvtx_step_ranges() only
+
+
+@contextmanager
+def nvtx_step_ranges():
+    """While the block runs, the host-side loops (``compile``, ``triton-step``) mark each step
+    with an NVTX range for Nsight Systems, as ``torch.autograd.profiler.emit_nvtx`` marks ops."""
+    before, _step_ranges["on"] = _step_ranges["on"], True
+    try:
+        yield
+    finally:
+        _step_ranges["on"] = before
 
 
 def step_range(t: int):
-    """An NVTX range named after the timestep when profiling on CUDA, else nothing."""
-    if NVTX["steps"] and torch.cuda.is_available():
+    """An NVTX range named after the timestep inside ``nvtx_step_ranges`` on CUDA, else nothing."""
+    if _step_ranges["on"] and torch.cuda.is_available():
         return torch.cuda.nvtx.range(f"step t={t}")
     return nullcontext()
 

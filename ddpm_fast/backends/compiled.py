@@ -14,20 +14,18 @@ import weakref
 
 import torch
 
-from . import Backend, SamplingJob, register_backend
+from ..constants import COMPILE_MODES
 from ._step import draw_x_T, precision_context, run_plan, solver_step, step_noise
+from .registry import Backend, SamplingJob, register_backend
 
-COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
 _compiled: "weakref.WeakKeyDictionary[torch.nn.Module, dict]" = weakref.WeakKeyDictionary()
 compile_times: dict = {}  # (mode, precision, device, N) -> seconds of the first (compiling) call
-mode = "default"  # the mode backend "compile" uses; see set_compile_mode
 
 
-def set_compile_mode(name: str) -> None:
-    global mode
+def check_compile_mode(name: str) -> str:
     if name not in COMPILE_MODES:
         raise ValueError(f"unknown compile mode {name!r}; known modes: {', '.join(COMPILE_MODES)}")
-    mode = name
+    return name
 
 
 def compiled_step(model: torch.nn.Module, precision: str, device: torch.device, compile_mode: str,
@@ -39,11 +37,11 @@ def compiled_step(model: torch.nn.Module, precision: str, device: torch.device, 
     if key not in per_model:
         def step(x, carry, t_index, coef, z):
             return solver_step(model, x, carry, t_index, coef, z, history, corrector)
-        per_model[key] = torch.compile(_own_code(step), fullgraph=True, mode=compile_mode)
+        per_model[key] = torch.compile(own_code(step), fullgraph=True, mode=compile_mode)
     return per_model[key]
 
 
-def _own_code(fn):
+def own_code(fn):
     """``fn`` with a code object of its own. Dynamo caches graphs, and counts recompiles against
     its limit of 8, per code object: without this, every model and plan structure would share
     the one code object of ``step`` above and, past 8, stop compiling."""
@@ -51,7 +49,7 @@ def _own_code(fn):
 
 
 def _run(job: SamplingJob) -> torch.Tensor:
-    compile_mode, plan = mode, job.plan
+    compile_mode, plan = job.compile_mode, job.plan
     compiled = compiled_step(job.model, job.precision, job.device, compile_mode, plan.history, plan.corrector,
                              plan.has_noise)
     timesteps, coefficients = plan.tables(job.device)

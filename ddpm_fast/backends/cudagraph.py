@@ -19,11 +19,11 @@ import time
 import weakref
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
-from . import Backend, SamplingJob, register_backend
+from ..rows import derive_seed
 from ._step import draw_x_T, precision_context, run_plan, solver_step, step_noise
+from .registry import Backend, SamplingJob, register_backend
 
 _graphs: "weakref.WeakKeyDictionary[torch.nn.Module, dict]" = weakref.WeakKeyDictionary()
 capture_times: dict = {}  # cache key -> seconds spent warming up and capturing
@@ -96,10 +96,7 @@ def chunk_seed(seed: int, row_offset: int) -> int:
     """The seed a chunk starting at ``row_offset`` replays under: ``seed`` itself for the first
     chunk, else a 63-bit seed hashed from (seed, row_offset) by NumPy's SeedSequence, so
     the chunks of one request draw independent noise."""
-    if row_offset == 0:
-        return seed
-    words = np.random.SeedSequence([seed, row_offset]).generate_state(2, np.uint32)
-    return (int(words[0]) << 31) ^ int(words[1])
+    return seed if row_offset == 0 else derive_seed(seed, row_offset)
 
 
 def _unavailable(device: torch.device):

@@ -7,8 +7,8 @@ from functools import partial
 import torch
 
 from ..diffusion import eager_loop
-from . import Backend, SamplingJob, register_backend
 from ._step import draw_x_T, run_plan, solver_step, step_noise
+from .registry import Backend, SamplingJob, register_backend
 
 
 def _run(job: SamplingJob) -> torch.Tensor:

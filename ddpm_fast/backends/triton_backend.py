@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import torch
 
-from . import Backend, SamplingJob, register_backend
+from ..constants import PRECISIONS
 from ._step import draw_x_T, step_range
+from .registry import Backend, SamplingJob, register_backend
 
 
 def _unavailable(device: torch.device) -> str | None:
@@ -16,8 +17,7 @@ def _unavailable(device: torch.device) -> str | None:
 
 
 def _prepare(job: SamplingJob):
-    from ..kernels import mlp_weights
-    from ..kernels._runtime import seed_tensor
+    from ..kernels import mlp_weights, seed_tensor
     weights = mlp_weights(job.model)  # views of the parameters: read afresh by every launch
     if weights.n_steps != job.plan.n_steps:
         raise ValueError(f"the model's step embeddings hold {weights.n_steps} timesteps but the schedule has "
@@ -58,10 +58,9 @@ def _precision_reason(device: torch.device, precision: str) -> str | None:
     return None
 
 
-_PRECISIONS = ("fp32", "tf32", "bf16")
-register_backend(Backend("triton-step", _run_step, _unavailable, _PRECISIONS,
+register_backend(Backend("triton-step", _run_step, _unavailable, PRECISIONS,
                          "one Triton launch per step (MLP + update fused)", precision_reason=_precision_reason,
                          keys_rows=True))
-register_backend(Backend("triton-fused", _run_fused, _unavailable, _PRECISIONS,
+register_backend(Backend("triton-fused", _run_fused, _unavailable, PRECISIONS,
                          "all steps in one Triton launch, points kept on chip", precision_reason=_precision_reason,
                          keys_rows=True))

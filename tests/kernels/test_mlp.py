@@ -1,10 +1,10 @@
 """The fused MLP-plus-embedding kernel against the float64 PyTorch module."""
 import pytest
 import torch
+from helpers import assert_close, float64_model, precisions_for
 
 import ddpm_fast as D
 from ddpm_fast.kernels import check_fused_layout, mlp_forward, mlp_weights
-from helpers import assert_close, float64_model, precisions_for
 
 
 @pytest.mark.parametrize("n", [1, 7, 257, 1000, 4097])
@@ -85,5 +85,6 @@ def test_non_contiguous_points(device):
     wide = torch.randn(9, 4, device=device)
     x = wide[:, 1:3]  # a strided view
     assert not x.is_contiguous()
-    assert_close(mlp_forward(mlp_weights(model), x, 5), model(x.contiguous(), torch.tensor([5], device=device)).double(),
+    assert_close(mlp_forward(mlp_weights(model), x, 5),
+                 model(x.contiguous(), torch.tensor([5], device=device)).double(),
                  "fp32", one_step=True)

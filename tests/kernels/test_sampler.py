@@ -1,12 +1,12 @@
 """The single-launch sampler, for every sampler plan, against the float64 reference loop; its in-kernel noise."""
 import pytest
 import torch
+from helpers import SAMPLER_CASES, assert_close, precisions_for, reference_plan_f64, reference_trajectory_f64
 
 import ddpm_fast as D
 from ddpm_fast.kernels import mlp_weights, new_state, sample_fused, sampler_step
 from ddpm_fast.metrics import sliced_wasserstein
 from ddpm_fast.samplers import make_plan
-from helpers import SAMPLER_CASES, assert_close, precisions_for, reference_plan_f64, reference_trajectory_f64
 
 
 @pytest.fixture(scope="module")

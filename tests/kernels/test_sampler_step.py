@@ -1,12 +1,12 @@
 """One launch of one step of any sampler plan against the float64 step, every timestep class."""
 import pytest
 import torch
+from helpers import SAMPLER_CASES, assert_close, float64_model, precisions_for
 
 import ddpm_fast as D
 from ddpm_fast.backends._step import solver_step
 from ddpm_fast.kernels import mlp_weights, new_state, sampler_step
 from ddpm_fast.samplers import make_plan
-from helpers import SAMPLER_CASES, assert_close, float64_model, precisions_for
 
 
 @pytest.mark.parametrize("case", list(SAMPLER_CASES))

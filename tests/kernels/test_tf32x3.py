@@ -13,12 +13,12 @@ import pytest
 import torch
 import triton
 import triton.language as tl
-
-import ddpm_fast as D
-from ddpm_fast.samplers import P_M, P_S, P_Z, make_plan
-from ddpm_fast.kernels._common import _split_tf32
 from helpers import assert_close, point_errors, reference_trajectory_f64
 from tolerances import BULK_QUANTILE, TOLERANCES
+
+import ddpm_fast as D
+from ddpm_fast.kernels._common import _split_tf32
+from ddpm_fast.samplers import P_M, P_S, P_Z, make_plan
 
 LOW_13 = 0x1FFF
 

@@ -1,6 +1,6 @@
-"""The CLI's commands under torchrun (``torchrun --nproc-per-node K -m ddpm_fast sample|train|bench``):
-a sharded sample folder, data-parallel training and aggregate throughput. ``ddpm_fast.cli``
-hands a command here when torchrun launched the process."""
+"""``sample`` under torchrun (``torchrun --nproc-per-node K -m ddpm_fast sample``): each rank
+writes its rows as a part, rank 0 the manifest. ``cli.sample`` hands the command here when
+torchrun launched the process (training and bench run their own ranks)."""
 from __future__ import annotations
 
 import json
@@ -8,52 +8,52 @@ import os
 import secrets
 import time
 
-import torch
-
-from ._io import check_output_dir
-from .distributed import file_sha256, world
-from .shards import SHARED_MARKER
+from . import options
+from .common import Status, check_disk, check_plan, checkpoint_path, plan_fields
 
 
 def sample_sharded(args) -> int:
     """Each rank samples its rows of the request into ``part-<rank>.npy``; rank 0 writes the
     manifest once every rank has reported (``ddpm_fast.shards``)."""
-    from .backends import resolve_backend
-    from .checkpoint import load_checkpoint
-    from .cli import _check_disk, _checkpoint_path, _plan_fields, _sampler_kwargs, _say
-    from .rows import shard_rows
-    from .samplers import make_plan
-    from .sampling import sample
-    from .shards import prepare_folder, reusable_part, write_manifest, write_part
-    with world(args.device) as w:
+    from .._io import check_output_dir
+    from ..checkpoint import load_checkpoint
+    from ..distributed import file_sha256, world
+    from ..rows import shard_rows
+    from ..sampling import sample
+    from ..shards import prepare_folder, reusable_part, write_manifest, write_part
+    from .common import check_backend
+    say = Status(args.command, args.quiet)
+    with world(args.device or options.default_device()) as w:
         out = check_output_dir(args.out)
         if os.path.exists(os.path.join(out, "samples.npy")):
             raise FileExistsError(17, "holds a single-process run's samples.npy: parts beside it would be mistaken "
                                       "for it; choose another --out", out)
-        path = _checkpoint_path(args.checkpoint)
+        path = checkpoint_path(args.checkpoint)
         model, schedule, _ = load_checkpoint(path, map_location=w.device)
-        backend = resolve_backend(args.backend, w.device, args.precision).name
-        kwargs = _sampler_kwargs(args)
-        plan = make_plan(schedule, final_noise=True, tuned_grids=model.tuned_grids, **kwargs)
-        params = {"n": args.n, "seed": args.seed, **_plan_fields(plan, args), "backend": backend,
+        backend = check_backend(args.backend, str(w.device), args.precision)
+        kwargs = options.sampler_kwargs(args)
+        plan = check_plan(model, schedule, kwargs)
+        params = {"n": args.n, "seed": args.seed, **plan_fields(plan, args.prior, args.eta), "backend": backend,
                   "precision": args.precision, "world_size": w.world_size, "checkpoint_sha256": file_sha256(path)}
         rows = shard_rows(args.n, w.rank, w.world_size)
         if w.is_main:
+            os.makedirs(out, exist_ok=True)  # every check has passed: the folder is made here
             prepare_folder(out, w.world_size)  # from here until the new manifest, the folder is incomplete
         _check_shared_folder(w, out)
         record, why = reusable_part(out, w.rank, params, rows, noise_device(w.device)) if args.resume else (None, None)
         reused = record is not None
         if why:
-            _say(args, f"rank {w.rank}: part-{w.rank:05d}.npy is sampled again: {why}", always=True)
+            say(f"rank {w.rank}: part-{w.rank:05d}.npy is sampled again: {why}", always=True)
         start = time.perf_counter()
         if not reused:
-            _check_disk(out, (rows[1] - rows[0]) * 8 + 4096, f"writing rows {rows[0]}-{rows[1]} as {out}/part-*.npy")
+            check_disk(out, (rows[1] - rows[0]) * 8 + 4096, f"writing rows {rows[0]}-{rows[1]} as {out}/part-*.npy")
 
             def sample_rows(a, b):
                 return sample(model, args.n, schedule=schedule, seed=args.seed, backend=backend,
-                              precision=args.precision, device=w.device, rows=(a, b), **kwargs)
+                              precision=args.precision, device=w.device, rows=(a, b),
+                              compile_mode=args.compile_mode, **kwargs)
             if w.is_main:
-                _say(args, f"{w.world_size} rank(s) sampling {args.n} points, {plan.describe()}, backend {backend!r} "
+                say(f"{w.world_size} rank(s) sampling {args.n} points, {plan.describe()}, backend {backend!r} "
                            f"({args.precision}); rank 0: rows [{rows[0]}, {rows[1]})")
             record = write_part(out, w.rank, rows, params, sample_rows, args.chunk_size, noise_device(w.device))
         reports = w.gather({**record, "seconds": time.perf_counter() - start, "reused": reused})
@@ -61,7 +61,7 @@ def sample_sharded(args) -> int:
             manifest = write_manifest(out, {**params, "checkpoint": path}, reports)
             slowest = max(r["seconds"] for r in reports)
             print(json.dumps({"n": args.n, "world_size": w.world_size, "backend": backend,
-                              "precision": args.precision, **_plan_fields(plan, args),
+                              "precision": args.precision, **plan_fields(plan, args.prior, args.eta),
                               "seconds": round(slowest, 3), "point_steps_per_s": args.n * plan.steps / slowest
                               if slowest > 0 else None, "manifest": manifest,
                               "parts": [{"file": r["file"], "rows": r["rows"], "seconds": round(r["seconds"], 3),
@@ -69,9 +69,10 @@ def sample_sharded(args) -> int:
     return 0
 
 
-def noise_device(device: torch.device) -> str:
+def noise_device(device) -> str:
     """What a part's keyed noise was drawn on: torch's CUDA generators lay their numbers out by the
     GPU's number of SMs, so parts drawn on other GPU models hold other rows."""
+    import torch
     if device.type != "cuda":
         return device.type
     props = torch.cuda.get_device_properties(device)
@@ -82,6 +83,7 @@ def _check_shared_folder(w, out: str) -> None:
     """Every rank must see the folder rank 0 writes the manifest into (one shared file system):
     rank 0 leaves a token there, and every rank reads it back before any sampling."""
     token = secrets.token_hex(8) if w.is_main else None
+    from ..shards import SHARED_MARKER
     marker = os.path.join(out, SHARED_MARKER)
     if w.is_main:
         with open(marker, "w") as f:

@@ -5,20 +5,14 @@ the model is built, batches are shuffled and the loss draws its timesteps and no
 the global torch RNG in the original order, and the periodic sample snapshots draw from it
 too (as the original's plots did), so they are part of the stream. ``backend="compile"``
 (CPU or CUDA) and ``"cudagraph"`` (CUDA) run the same steps on the same draws
-(``ddpm_fast.train_steps``); on a GPU the draws come from a generator on the device.
-
-Recipes (``RECIPES``): ``seed`` is the original (Adam 1e-3, batch 128, 4000 epochs);
-``fast`` and ``best`` add a cosine learning-rate schedule with warm-up (Loshchilov & Hutter,
-2017), larger batches and an exponential moving average of the weights (Polyak averaging,
-as in Ho et al. 2020's EMA of 0.9999), measured in the README.
+(``ddpm_fast.training.steps``); on a GPU the draws come from a generator on the device.
+The config and the recipes are in ``ddpm_fast.training.config``.
 """
 from __future__ import annotations
 
 import contextlib
 import copy
 import logging
-import math
-import numbers
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -28,79 +22,32 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import BatchSampler, DataLoader, RandomSampler
 from tqdm.auto import tqdm
 
-from ._checks import check_count, check_fits, check_points, one_line
-from ._checks import check_device
-from .data import DATASETS, make_dataset
-from .diffusion import eager_loop
-from .distributed import current_world, tensors_sha256
-from .model import MLPDiffusion
-from .schedule import SCHEDULE_KINDS, Schedule, make_schedule
-from .train_steps import (RUNNERS, EpochDraws, LossReader, TrainSteps, draw_epoch_device, draw_epoch_reference,
-                          check_train_backend, lr_table, make_optimizer)
+from .._checks import check_device, check_fits, check_points
+from .._values import one_line
+from ..data import make_dataset
+from ..diffusion import eager_loop
+from ..distributed import current_world, tensors_sha256
+from ..model import MLPDiffusion
+from ..schedule import Schedule, make_schedule
+from .config import RECIPES, TrainConfig, check_resumable_config, snapshot_every_steps, training_bytes
+from .steps import (
+    RUNNERS,
+    EpochDraws,
+    LossReader,
+    TrainSteps,
+    check_train_backend,
+    draw_epoch_device,
+    draw_epoch_reference,
+    lr_table,
+    make_optimizer,
+)
 
 log = logging.getLogger(__name__)
 
-
-LR_SCHEDULES = ("constant", "cosine")
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    dataset: str = "s_curve"
-    n_points: int = 10_000
-    n_steps: int = 100
-    num_units: int = 128
-    schedule_kind: str = "sigmoid"
-    lr: float = 1e-3
-    batch_size: int = 128
-    epochs: int = 4000
-    clip_norm: float = 1.0
-    seed: int = 0
-    snapshot_every: int = 100  # epochs; 0 disables the sample snapshots
-    snapshot_points: int | None = None  # None: as many points as the dataset, as the original
-    lr_schedule: str = "constant"  # or "cosine": warm-up, then half a cosine down to 0 at the last step
-    warmup_steps: int = 0  # optimizer steps of linear warm-up from lr / warmup_steps to lr
-    ema_decay: float = 0.0  # 0: none; else the checkpoint's weights are this EMA of the trained ones
-
-    def __post_init__(self):
-        # NumPy and 0-d tensor numbers are accepted and stored as plain Python ones
-        for name, minimum in (("n_points", 1), ("n_steps", 1), ("num_units", 1), ("batch_size", 1),
-                              ("epochs", 0), ("seed", 0), ("snapshot_every", 0), ("warmup_steps", 0)):
-            object.__setattr__(self, name, check_count(getattr(self, name), name, minimum))
-        if self.seed >= 2 ** 32:
-            raise ValueError(f"seed must be below 2**32 (it also seeds scikit-learn's data), got {self.seed}")
-        if self.snapshot_points is not None:
-            object.__setattr__(self, "snapshot_points", check_count(self.snapshot_points, "snapshot_points", 1))
-        for name in ("lr", "clip_norm"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value < math.inf:
-                raise ValueError(f"{name} must be a positive finite number, got {value!r}")
-            object.__setattr__(self, name, float(value))
-        decay = self.ema_decay
-        if isinstance(decay, bool) or not isinstance(decay, numbers.Real) or not 0 <= decay < 1:
-            raise ValueError(f"ema_decay must be a number in [0, 1) (0: no EMA), got {decay!r}")
-        object.__setattr__(self, "ema_decay", float(decay))
-        if self.lr_schedule not in LR_SCHEDULES:
-            raise ValueError(f"unknown lr_schedule {self.lr_schedule!r}; known: {', '.join(LR_SCHEDULES)}")
-        if self.dataset not in DATASETS:
-            raise ValueError(f"unknown dataset {self.dataset!r}; known datasets: {', '.join(DATASETS)}")
-        if self.schedule_kind not in SCHEDULE_KINDS:
-            raise ValueError(f"unknown schedule kind {self.schedule_kind!r}; known kinds: "
-                             f"{', '.join(SCHEDULE_KINDS)}")
-
-
-# The seed recipe is the original script. ``fast`` reaches the seed recipe's quality in about 30 s
-# on 2 CPU cores and ``best`` trains the best bundled model (README: measurements).
-RECIPES = {
-    "seed": TrainConfig(),
-    "fast": TrainConfig(batch_size=1024, lr=1e-2, epochs=600, lr_schedule="cosine", warmup_steps=200,
-                        ema_decay=0.998, snapshot_every=200, snapshot_points=2000),
-    "best": TrainConfig(batch_size=1024, lr=1e-2, epochs=3000, lr_schedule="cosine", warmup_steps=200,
-                        ema_decay=0.999, snapshot_every=500, snapshot_points=2000),
-}
+# TrainConfig and RECIPES live in training.config (torch-free); they are re-exported here for old imports
+__all__ = ["RECIPES", "TrainConfig", "TrainResult", "check_data_parallel", "train"]
 
 
 @dataclass
@@ -149,46 +96,6 @@ class TrainResult:
         if self.train_model is not self.model:  # with EMA the checkpoint's model is the average
             state["train_model"] = self.train_model.state_dict()
         return state
-
-
-def shuffled_batches(dataset: torch.Tensor, batch_size: int) -> DataLoader:
-    """Batches in the order of ``DataLoader(dataset, batch_size, shuffle=True)``.
-
-    The same samplers draw the same permutation from the global RNG; fetching a whole
-    batch with one index instead of stacking rows one by one only saves time.
-    """
-    sampler = BatchSampler(RandomSampler(dataset), batch_size, drop_last=False)
-    return DataLoader(dataset, batch_size=None, sampler=sampler)
-
-
-def _resumable_config(config: TrainConfig, saved: dict) -> None:
-    """A run resumes with its own config; only ``epochs`` (the total) may change."""
-    ours, defaults = asdict(config), asdict(TrainConfig())
-    saved = {**defaults, **saved}  # a run saved before a field existed had its default
-    differ = [f"{k}: {saved[k]!r} in the checkpoint, {ours[k]!r} now" for k in ours
-              if k != "epochs" and saved[k] != ours[k]]
-    if ours["lr_schedule"] == "cosine" and saved["epochs"] != ours["epochs"]:
-        differ.append(f"epochs: {saved['epochs']} in the checkpoint, {ours['epochs']} now (the cosine schedule "
-                      "is laid out over the run's epochs: another total would change the steps already taken)")
-    if differ:
-        raise ValueError("cannot resume with a different training config: " + "; ".join(differ))
-
-
-def snapshot_every_steps(n_steps: int) -> int:
-    """Snapshots keep 10 states of the reverse loop, every T // 10 steps (the original's
-    x_seq[10], x_seq[20], ..., x_seq[100] for T = 100)."""
-    return max(1, n_steps // 10)
-
-
-def training_bytes(config: TrainConfig) -> int:
-    """A generous estimate of the memory a training run needs: scikit-learn's float64 3-D draw,
-    the float32 dataset, an epoch's padded draws, and the parameters with their gradients, two Adam
-    moments, the EMA and an epoch-end copy."""
-    params = 3 * config.n_steps * config.num_units + 2 * config.num_units ** 2 + 7 * config.num_units + 2
-    snapshot = (config.n_steps + 1) * (config.snapshot_points or config.n_points) * 2 * 4 if config.snapshot_every else 0
-    draws = -(-config.n_points // config.batch_size) * config.batch_size * 8 * 4
-    return (config.n_points * (24 + 8) + draws + 8 * 4 * params + config.batch_size * config.num_units * 4 * 8
-            + snapshot)
 
 
 def _check_resume(resume) -> tuple:
@@ -263,7 +170,7 @@ def _learning_rate_on(optimizer, device: torch.device) -> None:
 
 def _resume_into(result: TrainResult, resume, generator, device: torch.device) -> None:
     saved_model, state = _check_resume(resume)
-    _resumable_config(result.config, state["config"])
+    check_resumable_config(result.config, state["config"])
     _warn_if_not_reproducible(state)
     drawn_on = state.get("rng_device", "cpu")
     if drawn_on != device.type:
@@ -297,6 +204,33 @@ def _snapshot(model, schedule: Schedule, config: TrainConfig, shape: tuple, epoc
     return torch.stack(x_seq[every::every][:10]).cpu()  # T = 100: x_seq[10], ..., x_seq[100]
 
 
+def _checked_dataset(config: TrainConfig, dataset, device: torch.device) -> torch.Tensor:
+    """The training points [N, 2] float32 on ``device``: ``dataset``, or the config's own."""
+    if dataset is None:
+        dataset = make_dataset(config.dataset, config.n_points, seed=config.seed)
+    check_points(dataset, "dataset")
+    if dataset.shape[0] == 0:
+        raise ValueError("the dataset is empty")
+    return dataset.to(device, torch.float32)  # the model is float32; a float64 dataset is converted
+
+
+def _train_steps(config: TrainConfig, model, ema, optimizer, schedule, draws, device, ranks) -> TrainSteps:
+    """The optimizer steps of one epoch: the learning-rate table, and DDP across ranks."""
+    n_batches = len(draws.counts)
+    if config.warmup_steps > config.epochs * n_batches:
+        warnings.warn(f"warmup_steps {config.warmup_steps} is more than this run's {config.epochs * n_batches} "
+                      f"steps: the learning rate never reaches {config.lr}", UserWarning, stacklevel=3)
+    rates = lr_table(config.lr_schedule, config.lr, config.warmup_steps, config.epochs * n_batches, device)
+    if not ranks.distributed:
+        return TrainSteps(model, ema, optimizer, rates, config.clip_norm, config.ema_decay, schedule, draws)
+    # every rank draws the whole epoch, then steps on its columns of each batch
+    gpu = (device.index if device.index is not None else torch.cuda.current_device()) if device.type == "cuda" \
+        else None
+    loss_model = DistributedDataParallel(model, device_ids=None if gpu is None else [gpu])
+    return TrainSteps(loss_model, ema, optimizer, rates, config.clip_norm, config.ema_decay, schedule,
+                      draws.shard(ranks.rank, ranks.world_size), cut_rows=False)
+
+
 def train(config: TrainConfig = TrainConfig(), dataset: torch.Tensor | None = None,
           progress: bool = True, *, device="cpu", backend: str = "eager", resume: tuple | None = None,
           should_stop: Callable[[], bool] | None = None,
@@ -304,7 +238,7 @@ def train(config: TrainConfig = TrainConfig(), dataset: torch.Tensor | None = No
     """Train a model; ``device="cpu", backend="eager"`` with the seed recipe is the original script.
 
     ``backend``: ``eager``, ``compile`` (cpu, cuda) or ``cudagraph`` (cuda); every one takes the
-    same steps on the same draws (``ddpm_fast.train_steps``). ``resume``: ``(model, train_state)``
+    same steps on the same draws (``ddpm_fast.training.steps``). ``resume``: ``(model, train_state)``
     from ``load_train_state`` continues that run up to ``config.epochs`` in all, bit for bit as if
     it had never stopped (same device and backend; ``compile`` on CUDA to float tolerance only).
     ``should_stop()`` is polled after every step
@@ -320,12 +254,7 @@ def train(config: TrainConfig = TrainConfig(), dataset: torch.Tensor | None = No
     ranks = current_world(device)
     check_data_parallel(ranks, backend, config)
     check_fits(training_bytes(config), device, "this training run", "use fewer points, fewer units or fewer steps")
-    if dataset is None:
-        dataset = make_dataset(config.dataset, config.n_points, seed=config.seed)
-    check_points(dataset, "dataset")
-    if dataset.shape[0] == 0:
-        raise ValueError("the dataset is empty")
-    dataset = dataset.to(device, torch.float32)  # the model is float32; a float64 dataset is converted
+    dataset = _checked_dataset(config, dataset, device)
     schedule = make_schedule(config.n_steps, config.schedule_kind).to(device)
     torch.manual_seed(config.seed)
     model = MLPDiffusion(config.n_steps, config.num_units).to(device)  # built from the global RNG, as the original
@@ -337,19 +266,7 @@ def train(config: TrainConfig = TrainConfig(), dataset: torch.Tensor | None = No
     if resume is not None:
         _resume_into(result, resume, generator, device)
     draws = EpochDraws.empty(dataset.shape[0], config.batch_size, device)
-    n_batches = len(draws.counts)
-    if config.warmup_steps > config.epochs * n_batches:
-        warnings.warn(f"warmup_steps {config.warmup_steps} is more than this run's {config.epochs * n_batches} "
-                      f"steps: the learning rate never reaches {config.lr}", UserWarning, stacklevel=2)
-    rates = lr_table(config.lr_schedule, config.lr, config.warmup_steps, config.epochs * n_batches, device)
-    if ranks.distributed:  # every rank draws the whole epoch, then steps on its columns of each batch
-        gpu = (device.index if device.index is not None else torch.cuda.current_device()) if device.type == "cuda" \
-            else None
-        loss_model = DistributedDataParallel(model, device_ids=None if gpu is None else [gpu])
-        steps = TrainSteps(loss_model, ema, optimizer, rates, config.clip_norm, config.ema_decay, schedule,
-                           draws.shard(ranks.rank, ranks.world_size), cut_rows=False)
-    else:
-        steps = TrainSteps(model, ema, optimizer, rates, config.clip_norm, config.ema_decay, schedule, draws)
+    steps = _train_steps(config, model, ema, optimizer, schedule, draws, device, ranks)
     runner = RUNNERS[backend](steps)
     models = [model] if ema is None else [model, ema]
     last = _EpochEndCopy(models, optimizer, generator)

@@ -28,11 +28,12 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.utils.data import BatchSampler, DataLoader, RandomSampler
 
-from .backends.compiled import _own_code  # a code object per compiled loss: its own Dynamo cache
-from .diffusion import antithetic_timesteps, loss_from_draws, weighted_loss
+from ..backends.compiled import own_code  # a code object per compiled loss: its own Dynamo cache
+from ..constants import TRAIN_BACKENDS
+from ..diffusion import antithetic_timesteps, loss_from_draws, weighted_loss
 
-TRAIN_BACKENDS = ("eager", "compile", "cudagraph")
 MAX_GRAPH_STEPS = 128  # optimizer steps per captured graph; an epoch of more steps replays it in chunks
 
 
@@ -94,6 +95,16 @@ class EpochDraws:
                           counts)
 
 
+def shuffled_batches(dataset: torch.Tensor, batch_size: int) -> DataLoader:
+    """Batches in the order of ``DataLoader(dataset, batch_size, shuffle=True)``.
+
+    The same samplers draw the same permutation from the global RNG; fetching a whole
+    batch with one index instead of stacking rows one by one only saves time.
+    """
+    sampler = BatchSampler(RandomSampler(dataset), batch_size, drop_last=False)
+    return DataLoader(dataset, batch_size=None, sampler=sampler)
+
+
 def draw_epoch_reference(draws: EpochDraws, dataset: torch.Tensor, n_steps: int) -> None:
     """The original script's draws for one epoch, from the global CPU RNG, in its order.
 
@@ -102,7 +113,6 @@ def draw_epoch_reference(draws: EpochDraws, dataset: torch.Tensor, n_steps: int)
     here, before the steps, takes the same numbers from the stream: nothing else draws in
     between.
     """
-    from .train import shuffled_batches
     batches = list(shuffled_batches(dataset, draws.x_0.shape[1]))
     for i, x_0 in enumerate(batches):
         rows = x_0.shape[0]
@@ -256,7 +266,7 @@ class CompiledRunner(EagerRunner):
         # Dynamo cannot trace a DDP model's forward (its reducer hooks and logging) in one graph: with
         # DDP the graph breaks there, the loss around it is compiled and DDP's forward runs as Python.
         data_parallel = isinstance(steps.model, torch.nn.parallel.DistributedDataParallel)
-        self.compiled = torch.compile(_own_code(weighted_loss), fullgraph=not data_parallel, dynamic=False)
+        self.compiled = torch.compile(own_code(weighted_loss), fullgraph=not data_parallel, dynamic=False)
         self.compile_s = None  # the first (compiling) call's seconds, reported apart
 
     def run_epoch(self, first_step: int, should_stop) -> bool:

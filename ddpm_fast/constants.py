@@ -1,0 +1,22 @@
+"""The names every layer and the command line choose from, in one module that imports nothing.
+
+The CLI builds its parser (``--help``, argument errors) from these without importing torch;
+the modules that implement each name import it from here, and a test checks that the
+two agree (``tests/test_layout.py``).
+"""
+
+SAMPLERS = ("ddpm", "ddim", "dpm++2m", "unipc")  # ddpm_fast.samplers builds each one's tables
+GRIDS = ("trailing", "leading", "linspace", "karras", "lu")  # timestep grids of the few-step samplers
+PRIORS = ("unit", "matched")  # x_T ~ N(0, I), or N(0, (1 - abar_t0) I)
+
+PRECISIONS = ("fp32", "tf32", "bf16")
+# The built-in sampling backends in registration order (ddpm_fast.backends); "auto" picks one.
+BACKENDS = ("compile", "cudagraph", "eager", "triton-step", "triton-fused")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")  # torch.compile modes of "compile"
+DEFAULT_CHUNK = 1 << 20  # rows per chunk of sample(): bounds eager's [chunk, 128] activations to 512 MB
+
+DATASETS = ("s_curve", "moons", "circles", "swiss_roll")
+SCHEDULE_KINDS = ("sigmoid", "linear", "cosine")
+TRAIN_BACKENDS = ("eager", "compile", "cudagraph")
+LR_SCHEDULES = ("constant", "cosine")
+PRETRAINED = {"seed": "s_curve.pt", "best": "best.pt"}  # bundled model name -> file in ddpm_fast/pretrained

@@ -1,0 +1,237 @@
+"""The package's shape: layers without import circles, short files and functions, a linter that
+passes, and a command line that starts without torch."""
+import ast
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = {"ddpm_fast": ROOT / "ddpm_fast", "ddpm_fast.kernels": ROOT / "kernels"}
+MAX_FILE_LINES = 400
+MAX_FUNCTION_LINES = 60  # lines of code: docstrings, comments and blank lines apart
+
+
+def _modules() -> dict:
+    """{dotted name: path} of every module of the package, ddpm_fast.kernels included."""
+    found = {}
+    for package, folder in PACKAGES.items():
+        for path in folder.rglob("*.py"):
+            parts = path.relative_to(folder).with_suffix("").parts
+            if parts[-1] == "__init__":
+                parts = parts[:-1]
+            found[".".join((package, *parts))] = path
+    return found
+
+
+def _imports(name: str, path: Path, modules: dict) -> set:
+    """The package's modules that ``name`` imports anywhere in its code (function-level and
+    TYPE_CHECKING imports count). ``from X import a`` is an edge to X.a when that is a module."""
+    is_package = path.name == "__init__.py"
+    edges = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            targets = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = name.split(".") if is_package else name.split(".")[:-1]
+                base = ".".join(base[:len(base) - node.level + 1] + ([node.module] if node.module else []))
+            else:
+                base = node.module
+            targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base for a in node.names]
+        else:
+            continue
+        edges.update(t for t in targets if t in modules and t != name)
+    return edges
+
+
+def import_graph() -> dict:
+    modules = _modules()
+    return {name: _imports(name, path, modules) for name, path in modules.items()}
+
+
+def find_cycle(graph: dict):
+    """One import circle as a list of modules, or None."""
+    state, stack = {}, []
+
+    def visit(node):
+        state[node] = "open"
+        stack.append(node)
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == "open":
+                return stack[stack.index(nxt):] + [nxt]
+            if nxt not in state:
+                found = visit(nxt)
+                if found:
+                    return found
+        stack.pop()
+        state[node] = "done"
+        return None
+
+    for node in sorted(graph):
+        if node not in state:
+            found = visit(node)
+            if found:
+                return found
+    return None
+
+
+def test_every_module_imports():
+    """A relative import that names no module fails here, not in a user's hands."""
+    import importlib
+    for name in sorted(_modules()):
+        if not name.endswith("__main__"):
+            importlib.import_module(name)
+
+
+def test_no_import_circles():
+    cycle = find_cycle(import_graph())
+    assert cycle is None, "import circle: " + " -> ".join(cycle)
+
+
+def test_the_cycle_finder_finds_a_circle_closed_by_a_function_level_import(tmp_path):
+    graph = import_graph()
+    assert find_cycle({**graph, "ddpm_fast._io": graph["ddpm_fast._io"] | {"ddpm_fast.cli"}})
+    source = "def f():\n    from .model import MLPDiffusion\n"
+    (tmp_path / "checks.py").write_text(source)
+    modules = {"ddpm_fast._checks": tmp_path / "checks.py", "ddpm_fast.model": tmp_path / "model.py"}
+    assert _imports("ddpm_fast._checks", tmp_path / "checks.py", modules) == {"ddpm_fast.model"}
+
+
+# The layers, bottom up (docs/architecture.md): a module imports from its own layer or below.
+LAYERS = {
+    "foundations": ("constants", "_values", "_checks", "_io", "_timing", "rows", "distributed"),
+    "model and maths": ("model", "schedule", "data", "samplers", "diffusion", "metrics", "checkpoint", "shards"),
+    "execution": ("kernels", "backends", "sampling"),
+    "training": ("training",),
+    "studies": ("bench", "bench_train", "sweep", "tuning", "time_to_quality", "profiling", "plotting"),
+    "front ends": ("cli", "__main__", ""),
+}
+
+
+def layer_of(module: str) -> int:
+    top = module.split(".")[1] if module.count(".") else ""
+    for number, members in enumerate(LAYERS.values()):
+        if top in members:
+            return number
+    raise AssertionError(f"{module} is in no layer of tests/test_layout.py's LAYERS: add it there and to "
+                         "docs/architecture.md")
+
+
+def test_every_module_imports_from_its_own_layer_or_below():
+    names = list(LAYERS)
+    upward = [f"{source} ({names[layer_of(source)]}) imports {target} ({names[layer_of(target)]})"
+              for source, targets in import_graph().items() for target in targets
+              if layer_of(target) > layer_of(source)]
+    assert not upward, "\n".join(upward)
+
+
+def _code_lines(source_lines: list, node) -> int:
+    body = node.body
+    skip = set()
+    if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
+            and isinstance(body[0].value.value, str):
+        skip = set(range(body[0].lineno, body[0].end_lineno + 1))  # the docstring
+    return sum(1 for number in range(node.lineno, node.end_lineno + 1)
+               if number not in skip and source_lines[number - 1].strip()
+               and not source_lines[number - 1].strip().startswith("#"))
+
+
+def test_files_and_functions_are_short():
+    too_long = []
+    for path in _modules().values():
+        lines = path.read_text().splitlines()
+        if len(lines) > MAX_FILE_LINES:
+            too_long.append(f"{path.relative_to(ROOT)}: {len(lines)} lines (at most {MAX_FILE_LINES})")
+        for node in ast.walk(ast.parse("\n".join(lines))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                count = _code_lines(lines, node)
+                if count > MAX_FUNCTION_LINES:
+                    too_long.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name}: {count} lines of code")
+    assert not too_long, "\n".join(too_long)
+
+
+def test_ruff_passes():
+    result = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", str(ROOT)],
+                            capture_output=True, text=True)
+    assert "No module named ruff" not in result.stderr, "ruff is a test dependency: pip install -e '.[test]'"
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+
+
+def _fresh_python(code: str, env=None):
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60,
+                          env={**os.environ, **(env or {})})
+
+
+@pytest.mark.parametrize("argv", [["--version"], ["--help"], ["sample", "--help"], ["train", "--help"],
+                                  ["bench", "--n", "10"], ["sample", "--steps", "abc"], ["nope"]],
+                         ids=lambda argv: " ".join(argv))
+def test_help_version_and_argument_errors_import_no_torch(argv):
+    code = ("import sys\nfrom ddpm_fast.cli import build_parser\n"
+            f"try:\n    build_parser().parse_args({argv!r})\nexcept SystemExit:\n    pass\n"
+            "heavy = sorted(m for m in ('torch', 'sklearn', 'numpy', 'matplotlib') if m in sys.modules)\n"
+            "print('heavy:', ','.join(heavy))")
+    result = _fresh_python(code)
+    assert result.returncode == 0, result.stderr
+    heavy = result.stdout.strip().splitlines()[-1]
+    assert heavy == "heavy:", f"{argv} imported {heavy}"
+
+
+def test_import_ddpm_fast_loads_no_scikit_learn_and_keeps_every_public_name():
+    code = ("import sys, ddpm_fast as D\nbefore = 'sklearn' in sys.modules\n"
+            "missing = [n for n in D.__all__ if getattr(D, n, None) is None]\n"
+            "print(before, missing)")
+    result = _fresh_python(code)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["False", "[]"]
+
+
+# Every flag each command listed before the command line became a package (and must keep listing).
+FLAGS = {
+    "train": "-h/--help --recipe --device --backend --dataset --n-points --epochs --batch-size --lr --n-steps "
+             "--num-units --schedule --snapshot-every --seed --lr-schedule --warmup-steps --ema-decay --out --resume "
+             "--overwrite --save-every --quiet",
+    "demo": "-h/--help --checkpoint --device --seed --num-samples/--n --compile-mode --quiet --precision --out",
+    "sample": "-h/--help --checkpoint --device --seed --num-samples/--n --backend --precision --sampler --steps "
+              "--prior --eta --grid --compile-mode --quiet --out --chunk-size --keyed --resume",
+    "plot": "-h/--help --checkpoint --device --seed --num-samples/--n --backend --precision --sampler --steps "
+            "--prior --eta --grid --compile-mode --quiet --dataset --out",
+    "evaluate": "-h/--help --checkpoint --device --seed --num-samples/--n --backend --precision --sampler --steps "
+                "--prior --eta --grid --compile-mode --quiet --dataset --draws --samples --sweep --sweep-samplers "
+                "--sweep-steps --json --plot",
+    "tune-steps": "-h/--help --checkpoint --device --seed --num-samples/--n --backend --precision --compile-mode "
+                  "--quiet --sampler --steps --max-evaluations --out",
+    "bench": "-h/--help --checkpoint --device --seed --compile-mode --quiet --num-samples/--n --backends "
+             "--precisions --repeats --warmup --json --plot --sampler --steps --priority",
+    "bench-train": "-h/--help --device --backends --batch-sizes --n-points --epochs --warmup-epochs --json --plot "
+                   "--quiet",
+    "time-to-quality": "-h/--help --recipes --device --backend --draws --num-samples/--n --out --quiet",
+    "profile": "-h/--help --checkpoint --device --seed --num-samples/--n --backend --precision --sampler --steps "
+               "--prior --eta --grid --compile-mode --quiet --top --out",
+}
+
+
+@pytest.mark.parametrize("command", sorted(FLAGS))
+def test_every_command_lists_every_flag_it_listed(command, capsys):
+    from ddpm_fast.cli import build_parser
+    with pytest.raises(SystemExit):
+        build_parser().parse_args([command, "--help"])
+    shown = capsys.readouterr().out
+    for flags in FLAGS[command].split():
+        for flag in flags.split("/"):
+            assert f"{flag} " in shown or f"{flag}\n" in shown or f"{flag}," in shown, f"{command} --help: {flag}"
+
+
+def test_the_torch_free_names_are_the_implementations_names():
+    import ddpm_fast as D
+    from ddpm_fast import constants
+    from ddpm_fast.backends import backend_names
+    from ddpm_fast.checkpoint import pretrained_path
+    assert backend_names() == ["auto", *constants.BACKENDS]
+    assert D.available_samplers() == list(constants.SAMPLERS)
+    for name in constants.PRETRAINED:
+        assert Path(pretrained_path(name)).is_file()
+    json.dumps(D.RECIPES["fast"].__dict__)  # the recipes are plain values
