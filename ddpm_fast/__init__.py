@@ -3,9 +3,7 @@
 The public names below load on first use (PEP 562), so ``import ddpm_fast`` and the command
 line's ``--help`` start without importing torch or scikit-learn.
 """
-from __future__ import annotations
-
-import importlib
+import importlib as _importlib
 
 __version__ = "0.1.0"
 
@@ -35,15 +33,20 @@ def available_samplers() -> list:
 
 def __getattr__(name: str):
     home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError(f"module 'ddpm_fast' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{home}"), name)
+    if home is None:  # a submodule, as ``ddpm_fast.backends`` after a plain ``import ddpm_fast``
+        try:
+            return _importlib.import_module(f"{__name__}.{name}")
+        except ModuleNotFoundError as err:
+            if err.name != f"{__name__}.{name}":
+                raise
+            raise AttributeError(f"module 'ddpm_fast' has no attribute {name!r}") from None
+    value = getattr(_importlib.import_module(f"{__name__}.{home}"), name)
     globals()[name] = value  # the next lookup is a plain attribute
     return value
 
 
 def __dir__() -> list:
-    return sorted({*globals(), *_HOMES})
+    return sorted({*(n for n in globals() if not n.startswith("_")), "__version__", *_HOMES})
 
 
 __all__ = [

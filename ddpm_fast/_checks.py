@@ -11,7 +11,7 @@ import os
 import torch
 from torch import nn
 
-from ._values import one_line
+from ._values import TooLarge, one_line
 
 
 def check_points(x: torch.Tensor, name: str = "x") -> None:
@@ -160,5 +160,5 @@ def check_fits(n_bytes: int, device: torch.device, what: str, hint: str = "ask f
         return
     free = available_memory(device)
     if free is not None and n_bytes > free:
-        raise ValueError(f"{what} needs {format_bytes(n_bytes)} on {device}, which has "
+        raise TooLarge(f"{what} needs {format_bytes(n_bytes)} on {device}, which has "
                          f"{format_bytes(free)} available; {hint}")

@@ -149,7 +149,7 @@ def writes_in_place(path) -> bool:
 def _nearest_existing(path: str) -> str:
     """``path`` itself, or its nearest ancestor that exists."""
     path = os.path.abspath(path)
-    while not os.path.exists(path):
+    while not os.path.lexists(path):  # a broken symbolic link exists, and is no directory
         path = os.path.dirname(path)
     return path
 

@@ -5,6 +5,10 @@ from __future__ import annotations
 import operator
 
 
+class TooLarge(ValueError):
+    """A request larger than the memory or disk this machine (this rank, under torchrun) has free."""
+
+
 def one_line(text, limit: int = 300) -> str:
     """A message of torch's (often many lines long) as one line, cut at a word."""
     text = " ".join(str(text).split())

@@ -112,6 +112,7 @@ def test_bench_refuses_a_backend_given_twice(capsys):
 
 @pytest.mark.parametrize("rank, says", [("0", True), ("1", False)])
 def test_under_torchrun_rank_0_alone_says_a_bad_input(monkeypatch, capsys, rank, says):
+    monkeypatch.setattr("ddpm_fast.distributed.claim_rank_gpu", lambda: None)  # no GPU of the test's own touched
     monkeypatch.setenv("RANK", rank)
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(SystemExit) as stop:

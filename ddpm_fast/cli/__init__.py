@@ -7,6 +7,7 @@ import os
 import sys
 
 from .. import __version__
+from .._values import TooLarge
 from . import bench, evaluate, options, sample, train
 
 EXIT_OK = 0
@@ -60,11 +61,11 @@ def main(argv=None) -> int:
         return _run(args)
     except (ValueError, TypeError, RuntimeError, OSError) as err:  # bad input, missing GPU, unwritable path
         # Under torchrun every rank meets the same bad input: rank 0 says it. An error that can be
-        # one rank's own (a device, a file system) is said by that rank too, with its number.
+        # one rank's own (memory, disk, a device, a file system) is said by that rank too, with its number.
         rank = _rank()
         if rank in (None, "0"):
             print(f"{command}: error: {_describe(err)}", file=sys.stderr)
-        elif not isinstance(err, (ValueError, TypeError)):
+        elif isinstance(err, TooLarge) or not isinstance(err, (ValueError, TypeError)):
             print(f"{command} (rank {rank}): error: {_describe(err)}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:

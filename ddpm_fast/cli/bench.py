@@ -85,8 +85,8 @@ def _bench(args, device: str, quiet: bool, ranks) -> int:
     from .._checks import check_fits
     from ..bench import format_row, format_table, plot_throughput, priority_cases, run_benchmark
     say = Status(args.command, quiet)
-    backends = options.names(args.backends, BACKENDS, "backends") if args.backends else list(BACKENDS)
-    precisions = options.names(args.precisions, PRECISIONS, "precisions")
+    backends = options.names(args.backends, BACKENDS, "backends", unique=True) if args.backends else list(BACKENDS)
+    precisions = options.names(args.precisions, PRECISIONS, "precisions", unique=True)
     ns = options.int_list(args.n, "--n")
     check_json_and_plot(args.json, args.plot)
     samplers = _sampler_specs(args.sampler, args.steps)
@@ -112,7 +112,7 @@ def cmd_bench_train(args) -> int:
     from .._checks import check_device
     from ..bench_train import format_train_row, format_train_table, plot_train_throughput, run_train_benchmark
     say = Status(args.command, args.quiet)
-    backends = options.names(args.backends, TRAIN_BACKENDS, "training backends")
+    backends = options.names(args.backends, TRAIN_BACKENDS, "training backends", unique=True)
     batch_sizes = options.int_list(args.batch_sizes, "--batch-sizes")
     check_device(args.device)
     check_json_and_plot(args.json, args.plot)

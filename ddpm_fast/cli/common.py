@@ -51,11 +51,12 @@ def check_finite(points, what: str) -> None:
 def check_disk(directory: str, n_bytes: int, what: str) -> None:
     """``directory`` (or the existing folder it will be made in) has room for ``n_bytes``."""
     from .._checks import format_bytes
+    from .._values import TooLarge
     while not os.path.exists(directory):
         directory = os.path.dirname(os.path.abspath(directory))
     free = shutil.disk_usage(directory).free
     if n_bytes > free:
-        raise ValueError(f"{what} needs about {format_bytes(n_bytes)} on disk and {directory} has "
+        raise TooLarge(f"{what} needs about {format_bytes(n_bytes)} on disk and {directory} has "
                          f"{format_bytes(free)} free")
 
 

@@ -97,15 +97,16 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def names(text: str, known, what: str) -> list[str]:
-    """Comma-separated names, each known and none twice, or an error listing the known ones."""
+def names(text: str, known, what: str, unique: bool = False) -> list[str]:
+    """Comma-separated names, each known (and with ``unique`` none twice), or an error listing the
+    known ones."""
     given = [name.strip() for name in text.split(",") if name.strip()]
     unknown = [name for name in given if name not in known]
     if unknown or not given:
         raise ValueError(f"unknown {what} {', '.join(map(repr, unknown)) or repr(text)}; known {what}: "
                          f"{', '.join(known)}")
     twice = sorted({name for name in given if given.count(name) > 1})
-    if twice:
+    if unique and twice:
         raise ValueError(f"{what} {', '.join(map(repr, twice))} given more than once: each is measured once")
     return given
 

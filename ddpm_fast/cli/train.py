@@ -15,6 +15,7 @@ from ..training.config import RECIPES, TrainConfig, snapshot_every_steps
 from . import options
 from .common import Status
 
+FINAL_POINTS = 10_000  # points in trajectory_final.png: the seed recipe's snapshots', and a bound
 TRAIN_FLAGS = ("dataset", "n_points", "epochs", "batch_size", "lr", "n_steps", "num_units", "schedule_kind",
                "snapshot_every", "seed", "lr_schedule", "warmup_steps", "ema_decay")
 
@@ -114,7 +115,8 @@ def _new_run(args) -> TrainJob:
     device, backend = args.device or "cpu", args.backend or "eager"
     _check_device_and_backend(device, backend)
     config = _given(args, RECIPES[args.recipe or "seed"])
-    check_fits(training_bytes(config), torch.device(device), "this training run",
+    final_picture = (config.n_steps + 1) * min(config.snapshot_points or config.n_points, FINAL_POINTS) * 2 * 4
+    check_fits(training_bytes(config) + final_picture, torch.device(device), "this training run",
                "use a smaller --n-points, --num-units or --n-steps")
     ckpt = check_outputs(args.out, _output_names(config))[0]
     if os.path.exists(ckpt) and not args.overwrite:
@@ -307,7 +309,8 @@ def draw_training_pictures(job: TrainJob, result, say: Status) -> list[str]:
     from ..plotting import plot_loss, plot_trajectory
     if not result.losses:
         return []
-    say("drawing the loss curve, the last snapshot and the final model's reverse process")
+    say("drawing the loss curve" + (", the last snapshot" if result.snapshots else "")
+        + " and the final model's reverse process")
     config, written = job.config, [plot_loss(result.losses, os.path.join(job.out, "loss.png"))]
     every = snapshot_every_steps(config.n_steps)
     if result.snapshots:
@@ -323,11 +326,12 @@ def draw_training_pictures(job: TrainJob, result, say: Status) -> list[str]:
 
 def _final_states(result, config: TrainConfig):
     """The saved model's reverse process from fresh noise (seeded by the run's seed; the training
-    stream is left alone): the 10 states a snapshot keeps, [10, n, 2]."""
+    stream is left alone): the 10 states a snapshot keeps, [10, n, 2], for as many points as a
+    snapshot (at most FINAL_POINTS)."""
     import torch
 
     from ..sampling import p_sample_loop
-    schedule, n = result.schedule, config.snapshot_points or config.n_points
+    schedule, n = result.schedule, min(config.snapshot_points or config.n_points, FINAL_POINTS)
     generator = torch.Generator(schedule.betas.device).manual_seed(config.seed)
     with torch.no_grad():
         states = p_sample_loop(result.model, (n, 2), config.n_steps, schedule.betas,
