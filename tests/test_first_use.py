@@ -10,6 +10,7 @@ import torch
 
 import ddpm_fast as D
 import ddpm_fast.plotting as plotting
+from ddpm_fast._values import TooLarge
 from ddpm_fast.cli import main
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -162,3 +163,25 @@ def test_the_gif_frames_hold_every_point_on_equal_axes(tmp_path, monkeypatch):
         assert x_lim[0] <= points[:, 0].min() and points[:, 0].max() <= x_lim[1]  # nothing clipped
         assert y_lim[0] <= points[:, 1].min() and points[:, 1].max() <= y_lim[1]
         assert np.isclose(x_lim[1] - x_lim[0], y_lim[1] - y_lim[0])  # one scale on both axes
+
+
+@pytest.mark.parametrize("error, said", [(ValueError("the same on every rank"), False),
+                                         (TooLarge("this rank's GPU has 1 GB free"), True),
+                                         (RuntimeError("this rank's device"), True)])
+def test_under_torchrun_a_ranks_own_error_is_said_by_that_rank(monkeypatch, capsys, error, said):
+    def fails(args):
+        raise error
+    monkeypatch.setattr("ddpm_fast.distributed.claim_rank_gpu", lambda: None)
+    monkeypatch.setattr("ddpm_fast.cli.sample.cmd_sample", fails)
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert main(["sample"]) == 2
+    err = capsys.readouterr().err
+    assert (f"ddpm-fast sample (rank 1): error: {error}\n" == err) if said else err == ""
+
+
+def test_only_a_benchmark_row_refuses_a_name_given_twice():
+    from ddpm_fast.cli.options import names
+    assert names("ddpm,ddpm", D.SAMPLERS, "samplers") == ["ddpm", "ddpm"]  # bench --sampler ddpm,ddpm --steps 100,10
+    with pytest.raises(ValueError, match="'fp32' given more than once"):
+        names("fp32,bf16,fp32", ("fp32", "tf32", "bf16"), "precisions", unique=True)
