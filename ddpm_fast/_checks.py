@@ -65,7 +65,7 @@ def check_same_device(**tensors: torch.Tensor) -> None:
 
 
 def check_injected_noise(x_T, noise, shape, n_steps: int) -> None:
-    """SPEC's noise convention: x_T is [N, 2]; noise is [K, N, 2], noise[i] used at step i
+    """The noise convention of docs/model.md: x_T is [N, 2]; noise is [K, N, 2], noise[i] used at step i
     (for the original sampler K = T and step i is t = T-1-i)."""
     n = shape[0]
     if x_T is not None:

@@ -17,7 +17,7 @@ from .sampling import sample
 
 
 def flops_per_point_step(hidden: int = 128) -> int:
-    """SPEC's cost model: 2 * (2H + 2H*H + 2H) FLOP (66,560 for H = 128)."""
+    """The cost model of docs/model.md: 2 * (2H + 2H*H + 2H) FLOP (66,560 for H = 128)."""
     return 2 * (2 * hidden + 2 * hidden * hidden + 2 * hidden)
 
 

@@ -97,7 +97,7 @@ def sample(model: nn.Module, n: int, *, sampler: str = "ddpm", steps: int | None
     100-step DDPM from N(0, I), seed-exact on ``eager``. A few-step sampler defaults to 10
     steps, the matched prior, and the grid tuned for the model if it carries one.
     ``x_T`` ([n, 2], the start itself) and ``noise`` ([K, n, 2], noise[i] the z of step i;
-    read only at steps that add noise) inject the randomness (SPEC's convention),
+    read only at steps that add noise) inject the randomness (docs/model.md's convention),
     which is how every backend reproduces the reference's numbers; otherwise each backend
     draws its own, from ``seed`` when given (the fast ones do not reproduce
     ``torch.randn``'s stream; see docs/backends.md). Rows are processed ``chunk_size`` at a time

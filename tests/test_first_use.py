@@ -1,8 +1,10 @@
 """What a new user meets first: start-up and Ctrl-C, checks that come before any output folder,
 sample files that are not points, duplicate benchmark rows, errors under torchrun, pictures."""
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -38,6 +40,42 @@ def test_ctrl_c_while_loading_is_one_line_and_exit_130(tmp_path, module):
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 130, result.stderr[-2000:]
     assert result.stderr.strip().count("\n") == 0 and "interrupted" in result.stderr, result.stderr[-2000:]
+    assert not (tmp_path / "out").exists()
+
+
+_HELD_PROBE = """
+import runpy, signal, sys
+
+class Probe:  # reports whether Ctrl-C is held back when torch starts loading
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname == "torch":
+            held = signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, [])
+            print("held:", held, file=sys.stderr)
+        return None
+
+sys.meta_path.insert(0, Probe())
+sys.argv = ["ddpm-fast", "sample", "--n", "10", "--out", {out!r}, "--quiet"]
+runpy.run_module("ddpm_fast", run_name="__main__")
+"""
+
+
+def test_ctrl_c_is_held_back_while_torch_loads(tmp_path):
+    # a SIGINT inside torch's native start-up can abort the process or half-import numpy
+    code = _HELD_PROBE.format(out=str(tmp_path / "out"))
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "held: True" in result.stderr
+
+
+def test_a_real_ctrl_c_at_any_moment_of_the_start_is_one_line_and_exit_130(tmp_path):
+    for delay_s in (0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.7, 1.0):  # Python, torch, the model, sampling
+        process = subprocess.Popen([sys.executable, "-m", "ddpm_fast", "sample", "--n", "3000000", "--backend",
+                                    "eager", "--device", "cpu", "--out", str(tmp_path / "out"), "--quiet"],
+                                   cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(delay_s)
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=120)
+        assert (process.returncode, err) == (130, "ddpm-fast sample: interrupted\n"), delay_s
     assert not (tmp_path / "out").exists()
 
 

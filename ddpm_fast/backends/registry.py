@@ -166,5 +166,8 @@ def resolve_backend(name: str, device: torch.device, precision: str, bare_genera
                               + "; ".join(skipped), RuntimeWarning, stacklevel=3)
             return backend
         skipped.append(f"{candidate} ({reason})")
-    raise RuntimeError(f"no backend can run precision {precision!r} on {device}: " + "; ".join(skipped))
+    named = [name for name, b in _REGISTRY.items() if name not in auto_order(device, precision)
+             and b.cannot_run(device, precision) is None]  # outside auto's order, but able to
+    raise RuntimeError(f"no backend can run precision {precision!r} on {device}: " + "; ".join(skipped)
+                       + (f" (backend {' or '.join(map(repr, named))} can, when named)" if named else ""))
 

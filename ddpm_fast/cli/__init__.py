@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
+import threading
 
 from .. import __version__
 from .._values import TooLarge
@@ -53,11 +55,26 @@ def _run(args) -> int:
     return args.func(args)
 
 
+def _load_torch() -> None:
+    """Import numpy and torch with Ctrl-C held back: a SIGINT that lands inside torch's native
+    start-up can abort the process or leave numpy half-imported. Held, it is delivered the moment
+    they are loaded, as a plain KeyboardInterrupt."""
+    can_hold = hasattr(signal, "pthread_sigmask") and threading.current_thread() is threading.main_thread()
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT}) if can_hold else None
+    try:
+        import numpy  # noqa: F401
+        import torch  # noqa: F401
+    finally:
+        if held is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
+
+
 def main(argv=None) -> int:
     command = "ddpm-fast"
     try:
         args = build_parser().parse_args(argv)
         command = f"ddpm-fast {args.command}"
+        _load_torch()
         return _run(args)
     except (ValueError, TypeError, RuntimeError, OSError) as err:  # bad input, missing GPU, unwritable path
         # Under torchrun every rank meets the same bad input: rank 0 says it. An error that can be
