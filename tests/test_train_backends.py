@@ -12,7 +12,7 @@ import ddpm_fast as D
 from ddpm_fast.diffusion import loss_from_draws, weighted_loss
 from ddpm_fast.training.steps import EpochDraws, batch_counts, draw_epoch_device, lr_table
 
-train_module = importlib.import_module("ddpm_fast.training.loop")  # the module; ddpm_fast.training.loop is the function
+train_module = importlib.import_module("ddpm_fast.training.loop")  # the module (ddpm_fast.train is the function)
 
 # 2,500 points in batches of 128: 19 full batches and one of 68, 20 steps an epoch; 10 epochs = 200 steps.
 PARITY = D.TrainConfig(n_points=2500, epochs=10, snapshot_every=0, seed=5)
