@@ -11,7 +11,7 @@ PRIORS = ("unit", "matched")  # x_T ~ N(0, I), or N(0, (1 - abar_t0) I)
 
 PRECISIONS = ("fp32", "tf32", "bf16")
 # The built-in sampling backends in registration order (ddpm_fast.backends); "auto" picks one.
-BACKENDS = ("compile", "cudagraph", "eager", "triton-step", "triton-fused")
+BACKENDS = ("compile", "cpu-fused", "cudagraph", "eager", "triton-step", "triton-fused")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")  # torch.compile modes of "compile"
 DEFAULT_CHUNK = 1 << 20  # rows per chunk of sample(): bounds eager's [chunk, 128] activations to 512 MB
 

@@ -43,7 +43,8 @@ def run_backend(backend: str, model: nn.Module, betas: torch.Tensor,
     ``dtype``: that dtype when the caller has already checked it (once per request).
     """
     device = betas.device
-    chosen = resolve_backend(backend, device, precision, bare_generator=generator is not None and seed is None)
+    chosen = resolve_backend(backend, device, precision, bare_generator=generator is not None and seed is None,
+                             point_steps=shape[0] * (plan.steps if plan is not None else betas.shape[0]))
     dtype = dtype or check_model_dtype(model, chosen.name)
     plan = plan or make_plan(betas, final_noise=final_noise, one_minus_alphas_bar_sqrt=one_minus_alphas_bar_sqrt)
     betas, one_minus_alphas_bar_sqrt, x_T, noise = to_dtype(dtype, betas, one_minus_alphas_bar_sqrt, x_T, noise)
@@ -138,7 +139,8 @@ def sample(model: nn.Module, n: int, *, sampler: str = "ddpm", steps: int | None
     keyed = _check_keyed(keyed, rows, seed, x_T, noise, n, chunk_size)
     check_fits((hi - lo) * 2 * 4, device, f"the result of sample(n={hi - lo}) ([n, 2] float32)")
     # resolved and checked once per request, not per chunk ('auto' warns once)
-    chosen = resolve_backend(backend, device, precision, bare_generator=generator is not None and seed is None)
+    chosen = resolve_backend(backend, device, precision, bare_generator=generator is not None and seed is None,
+                             point_steps=(hi - lo) * plan.steps)
     dtype = check_model_dtype(model, chosen.name)
     if keyed and not chosen.keys_rows:  # bounds the injected noise; the rows do not depend on the chunks
         noise_rows = max(1, KEYED_NOISE_BYTES // (8 * plan.steps))

@@ -213,11 +213,14 @@ def test_every_public_name_is_its_object_whatever_was_imported_before():
 # Each command's options as version 0.1.0 of the command line had them (flags, default, help, choices).
 OPTIONS_0_1_0 = Path(__file__).with_name("data") / "cli_options_0.1.0.json"
 # The changes made on purpose: --device of the sampling commands defaults to the GPU when there is
-# one (0.1.0's help showed the machine's own value), and the backends are described in docs/.
+# one (0.1.0's help showed the machine's own value), the backends are described in docs/, and
+# there is one more backend, cpu-fused.
 CHANGED = {("--device", "default"): "None",
            ("--device", "help"): "where to sample: cpu, cuda or cuda:N (default: cuda when a GPU is available, "
                                  "else cpu)",
-           ("--backend", "help"): "sampling backend (docs/backends.md)"}
+           ("--backend", "help"): "sampling backend (docs/backends.md)",
+           ("--backend", "choices"): ["auto", "compile", "cpu-fused", "cudagraph", "eager", "triton-step",
+                                      "triton-fused"]}
 
 
 def _options(parser) -> dict:

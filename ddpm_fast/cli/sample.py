@@ -132,7 +132,8 @@ def cmd_demo(args) -> int:
     out = args.out
     check_outputs(out, (*PICTURES, "samples.png"))
     model, schedule, _ = load(args.checkpoint, device)
-    values = dict(device=device, backend=check_backend("auto", device, args.precision), precision=args.precision,
+    values = dict(device=device, backend=check_backend("auto", device, args.precision, args.n * schedule.n_steps),
+                  precision=args.precision,
                   compile_mode=args.compile_mode, say=say)
     say("warm-up call (compilation and capture are not timed)")
     draw(model, schedule, args.n, seed=args.seed, sampler_kwargs={}, **values)
