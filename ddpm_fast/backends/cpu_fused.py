@@ -20,11 +20,11 @@ from .compiled import compiled_step
 from .registry import Backend, SamplingJob, register_backend
 
 BLOCK_ROWS = 4096  # rows per cache block: measured best on a 2-core AVX-512 CPU (benchmarks/explore)
-# auto takes cpu-fused for requests of at least this many point-steps (rows x steps) in fp32: its first
-# call costs 8.6-9.4 s with cold compile caches (3.2 s with a warm disk cache), and at N = 65,536 x 100
-# steps it saved 8.5 s over eager (10.95 s against 2.43 s): about the break-even, measured on a 2-core
-# AVX-512 CPU. Smaller requests run on eager. bf16 has no eager path: auto takes cpu-fused at any size.
-AUTO_MIN_POINT_STEPS = 1 << 23
+# auto takes cpu-fused in fp32 from this many point-steps (rows x steps): its first call costs 8.6-9.4 s
+# with cold compile caches (3.2 s with a warm disk cache), and eager in cache-sized chunks is nearly as
+# fast: at 262,144 x 100 steps 9.9-10.5 s against 8.9 s, 0.05 us saved a point-step, so the first call
+# pays from about 1.7e8 point-steps (2-core AVX-512 CPU). bf16 has no eager path: any size.
+AUTO_MIN_POINT_STEPS = 1 << 28
 _bf16_models: "weakref.WeakKeyDictionary[nn.Module, tuple]" = weakref.WeakKeyDictionary()
 
 
