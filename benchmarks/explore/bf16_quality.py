@@ -1,4 +1,4 @@
-"""Issue 20 groundwork: sample quality in bf16 beside fp32 for each sampler at its default steps:
+"""Sample quality in bf16 beside fp32 for each sampler at its default steps:
 median SWD of 3 draws of 10,000 points (seeds 0-2) against fresh data, on cpu-fused (and eager fp32)."""
 import json
 

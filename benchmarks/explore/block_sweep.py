@@ -1,4 +1,4 @@
-"""Issue 20 groundwork: cpu-fused's rate against its row block size, beside eager, at one N."""
+"""cpu-fused's rate against its row block size, beside eager, at one N."""
 import json
 import statistics
 import sys

@@ -1,4 +1,4 @@
-"""Issue 20 groundwork: this CPU's matmul ceilings at the model's shape, and where one sampler step's
+"""This CPU's matmul ceilings at the model's shape, and where one sampler step's
 time goes (eager fp32, eager bf16 autocast), by row block size. Prints one JSON line per case."""
 import json
 import statistics

@@ -1,4 +1,4 @@
-"""Issue 20 groundwork: does bf16 speed up a training step on this CPU? The fast recipe's step (batch
+"""Does bf16 speed up a training step on this CPU? The fast recipe's step (batch
 1,024, Adam, the loss of ddpm_fast.diffusion.weighted_loss), eager and compiled, fp32 and bf16 autocast."""
 import contextlib
 import json

@@ -1,4 +1,4 @@
-"""Issue 20 groundwork: time to quality of the fast recipe on this CPU, fp32 against the same eager
+"""Time to quality of the fast recipe on this CPU, fp32 against the same eager
 loop with its loss under bf16 autocast (the optimizer and weights stay float32)."""
 import json
 

@@ -1,4 +1,4 @@
-"""``cpu-fused`` (prototype): the CPU's counterpart of ``triton-fused``. The rows are cut into blocks
+"""``cpu-fused``: the CPU's counterpart of ``triton-fused``. The rows are cut into blocks
 small enough that a block's activations stay in cache (``BLOCK_ROWS``); each block runs all K steps
 of the plan before the next one starts. Each step is one graph compiled by Inductor (its C++ code
 and oneDNN's matmuls); with ``precision="bf16"`` the MLP runs on a bfloat16 copy of the weights
@@ -9,6 +9,7 @@ so a row's numbers do not depend on the block size, the chunk or the shard.
 """
 from __future__ import annotations
 
+import copy
 import weakref
 
 import torch
@@ -19,7 +20,7 @@ from ._step import run_plan
 from .compiled import compiled_step
 from .registry import Backend, SamplingJob, register_backend
 
-BLOCK_ROWS = 4096  # rows per cache block: measured best on a 2-core AVX-512 CPU (benchmarks/explore)
+BLOCK_ROWS = 4096  # rows per cache block: the best fp32 block on a 2-core AVX-512 CPU (benchmarks/explore)
 # auto takes cpu-fused in fp32 from this many point-steps (rows x steps): its first call costs 8.6-9.4 s
 # with cold compile caches (3.2 s with a warm disk cache), and eager in cache-sized chunks is nearly as
 # fast: at 262,144 x 100 steps 9.9-10.5 s against 8.9 s, 0.05 us saved a point-step, so the first call
@@ -40,6 +41,8 @@ class _Bfloat16MLP(nn.Module):
 
 
 def _weights_version(model: nn.Module) -> tuple:
+    # torch counts in-place writes to a tensor (an optimizer step, load_state_dict): a changed count
+    # means the bfloat16 copy is stale
     return tuple(p._version for p in model.parameters())
 
 
@@ -47,7 +50,6 @@ def _bf16(model: nn.Module) -> nn.Module:
     """The bfloat16 copy of ``model``, made again when its weights changed in place."""
     cached = _bf16_models.get(model)
     if cached is None or cached[0] != _weights_version(model):
-        import copy
         cached = (_weights_version(model), _Bfloat16MLP(copy.deepcopy(model).to(torch.bfloat16).eval()))
         _bf16_models[model] = cached
     return cached[1]
