@@ -21,20 +21,29 @@ def flops_per_point_step(hidden: int = 128) -> int:
     return 2 * (2 * hidden + 2 * hidden * hidden + 2 * hidden)
 
 
-def matmul_ceiling(device: torch.device, precision: str, size: int | None = None, repeats: int = 10) -> float:
-    """TFLOP/s of a large square matmul in ``precision``: the ceiling the samplers are held to."""
-    # CPU bfloat16 matmuls run far below float32 speed: a smaller problem keeps this to a second
-    size = size or (8192 if device.type == "cuda" else (512 if precision == "bf16" else 2048))
+CPU_CEILING_ROWS = 4096  # the CPU ceiling's matmul: [rows, H] x [H, H], the model's hidden layer on a cache block
+
+
+def matmul_ceiling(device: torch.device, precision: str, size: int | None = None, repeats: int = 10,
+                   hidden: int = 128) -> float:
+    """TFLOP/s of a matmul in ``precision``: the ceiling the samplers are held to. On a GPU a large
+    square one; on a CPU the model's own shape, [CPU_CEILING_ROWS, hidden] x [hidden, hidden]
+    (what a cache-resident row block can reach; a bf16 one runs on the CPU's bf16 matrix units)."""
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
-    a = torch.randn(size, size, device=device, dtype=dtype)
-    b = torch.randn(size, size, device=device, dtype=dtype)
+    if device.type == "cuda":
+        size = size or 8192
+        shape_a, shape_b = (size, size), (size, size)
+    else:
+        shape_a, shape_b = (size or CPU_CEILING_ROWS, hidden), (hidden, hidden)
+    a = torch.randn(*shape_a, device=device, dtype=dtype)
+    b = torch.randn(*shape_b, device=device, dtype=dtype)
     saved = torch.backends.cuda.matmul.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
     try:
         stats = time_call(lambda: a @ b, device, repeats, warmup=2)
     finally:
         torch.backends.cuda.matmul.allow_tf32 = saved
-    return 2 * size ** 3 / stats["median_s"] / 1e12
+    return 2 * shape_a[0] * shape_a[1] * shape_b[1] / stats["median_s"] / 1e12
 
 
 def environment(device: torch.device) -> dict:

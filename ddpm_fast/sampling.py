@@ -19,7 +19,7 @@ from ._checks import (
 from ._values import check_count, check_seed
 from .backends import SamplingJob, resolve_backend
 from .backends.compiled import check_compile_mode
-from .constants import DEFAULT_CHUNK
+from .constants import default_chunk
 from .diffusion import eager_loop
 from .model import check_model_steps, model_device, model_n_steps
 from .rows import keyed_draws
@@ -43,7 +43,8 @@ def run_backend(backend: str, model: nn.Module, betas: torch.Tensor,
     ``dtype``: that dtype when the caller has already checked it (once per request).
     """
     device = betas.device
-    chosen = resolve_backend(backend, device, precision, bare_generator=generator is not None and seed is None)
+    chosen = resolve_backend(backend, device, precision, bare_generator=generator is not None and seed is None,
+                             point_steps=shape[0] * (plan.steps if plan is not None else betas.shape[0]))
     dtype = dtype or check_model_dtype(model, chosen.name)
     plan = plan or make_plan(betas, final_noise=final_noise, one_minus_alphas_bar_sqrt=one_minus_alphas_bar_sqrt)
     betas, one_minus_alphas_bar_sqrt, x_T, noise = to_dtype(dtype, betas, one_minus_alphas_bar_sqrt, x_T, noise)
@@ -87,7 +88,7 @@ def sample(model: nn.Module, n: int, *, sampler: str = "ddpm", steps: int | None
            schedule: Schedule | None = None, x_T=None, noise=None,
            seed: int | None = None, final_noise: bool = True, backend: str = "auto",
            precision: str = "fp32", device=None, generator: torch.Generator | None = None,
-           chunk_size: int | None = DEFAULT_CHUNK, progress: bool = False, keyed: bool | None = None,
+           chunk_size: int | str | None = "auto", progress: bool = False, keyed: bool | None = None,
            rows: tuple | None = None, compile_mode: str = "default") -> torch.Tensor:
     """Draw ``n`` points x_0 ~ p_θ, returning only them: [n, 2] float32.
 
@@ -101,13 +102,15 @@ def sample(model: nn.Module, n: int, *, sampler: str = "ddpm", steps: int | None
     which is how every backend reproduces the reference's numbers; otherwise each backend
     draws its own, from ``seed`` when given (the fast ones do not reproduce
     ``torch.randn``'s stream; see docs/backends.md). Rows are processed ``chunk_size`` at a time
-    (None: all at once). ``schedule`` may also be a kind name ("sigmoid", "linear", "cosine").
+    (None: all at once; "auto": 16,384 on a CPU, where a chunk stays in cache, 2^20 on a GPU).
+    ``schedule`` may also be a kind name ("sigmoid", "linear", "cosine").
     A result that cannot fit in the device's free memory is refused before any work.
 
     ``keyed``: draw x_T and every step's z by blocks of rows from ``seed`` (``ddpm_fast.rows``),
     so every row is the same whatever the chunk size, and a shard computes exactly its rows of
-    the whole request. Default (None): keyed when a seeded request is cut into chunks; an
-    unchunked request keeps the backend's own stream (``eager``: the reference's torch stream).
+    the whole request. Default (None): keyed when a seeded request is cut into chunks (on a CPU,
+    by default, more than 16,384 rows); an unchunked request keeps the backend's own stream
+    (``eager``: the reference's torch stream).
     ``rows=(lo, hi)``: only rows lo..hi-1 of the n-row request ([hi - lo, 2]; keyed, needs a
     seed): what one rank of a sharded run computes. ``compile_mode``: torch.compile's mode for
     backend ``compile`` ("default", "reduce-overhead" or "max-autotune").
@@ -119,9 +122,11 @@ def sample(model: nn.Module, n: int, *, sampler: str = "ddpm", steps: int | None
     check_generator(generator)
     check_flag(final_noise, "final_noise")
     check_compile_mode(compile_mode)
+    device = _resolve_device(model, device)
+    if isinstance(chunk_size, str) and chunk_size == "auto":
+        chunk_size = default_chunk(device.type)
     if chunk_size is not None:
         chunk_size = check_count(chunk_size, "chunk_size", minimum=1)
-    device = _resolve_device(model, device)
     schedule = _as_schedule(schedule, model)
     schedule = schedule.to(device)
     check_model_steps(model, schedule.n_steps)
@@ -138,7 +143,8 @@ def sample(model: nn.Module, n: int, *, sampler: str = "ddpm", steps: int | None
     keyed = _check_keyed(keyed, rows, seed, x_T, noise, n, chunk_size)
     check_fits((hi - lo) * 2 * 4, device, f"the result of sample(n={hi - lo}) ([n, 2] float32)")
     # resolved and checked once per request, not per chunk ('auto' warns once)
-    chosen = resolve_backend(backend, device, precision, bare_generator=generator is not None and seed is None)
+    chosen = resolve_backend(backend, device, precision, bare_generator=generator is not None and seed is None,
+                             point_steps=(hi - lo) * plan.steps)
     dtype = check_model_dtype(model, chosen.name)
     if keyed and not chosen.keys_rows:  # bounds the injected noise; the rows do not depend on the chunks
         noise_rows = max(1, KEYED_NOISE_BYTES // (8 * plan.steps))

@@ -3,14 +3,15 @@ import warnings
 
 import pytest
 import torch
-from helpers import assert_close, precisions_for, reference_trajectory_f64
+from helpers import SAMPLER_CASES, assert_close, precisions_for, reference_plan_f64, reference_trajectory_f64
 from original_code import OriginalMLPDiffusion, original_schedule
 
 import ddpm_fast as D
 from ddpm_fast.backends import available_backends, backend_names
 
-# eager and compile run torch's CPU kernels: CI runs them again on another CPU's MKL path
+# eager, compile and cpu-fused run torch's CPU kernels: CI runs them again on another CPU's MKL path
 BACKENDS = [pytest.param("eager", marks=pytest.mark.cpu_paths), pytest.param("compile", marks=pytest.mark.cpu_paths),
+            pytest.param("cpu-fused", marks=pytest.mark.cpu_paths),
             "cudagraph", "triton-step", "triton-fused"]
 NOISY_FEW_STEPS = dict(sampler="ddim", steps=5, eta=1.0)  # fresh noise at 4 of 5 steps: cheap in the interpreter
 
@@ -18,6 +19,8 @@ NOISY_FEW_STEPS = dict(sampler="ddim", steps=5, eta=1.0)  # fresh noise at 4 of 
 def runnable(backend, device):
     if backend == "cudagraph" and device.type != "cuda":
         pytest.skip("cudagraph needs CUDA")
+    if backend == "cpu-fused" and device.type != "cpu":
+        pytest.skip("cpu-fused runs on the CPU")
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +30,8 @@ def model(device):
 
 
 def test_registry_lists_and_reports(device):
-    assert set(backend_names()) == {"auto", "eager", "compile", "cudagraph", "triton-step", "triton-fused"}
+    assert set(backend_names()) == {"auto", "eager", "compile", "cpu-fused", "cudagraph", "triton-step",
+                                    "triton-fused"}
     report = available_backends("cpu")
     assert report["eager"]["available"] and report["eager"]["reason"] == "ok"
     assert not report["cudagraph"]["available"] and "CUDA" in report["cudagraph"]["reason"]
@@ -168,3 +172,58 @@ def test_auto_skips_a_backend_that_cannot_take_a_bare_generator(monkeypatch):
         chosen = backends.resolve_backend("auto", torch.device("cpu"), "fp32", bare_generator=True)
     assert chosen.name == "eager"
     assert backends.resolve_backend("auto", torch.device("cpu"), "fp32").name == "cudagraph"
+
+
+# --------------------------------------------------------------------------------------
+# cpu-fused: bf16 on the CPU, and when auto takes it
+# --------------------------------------------------------------------------------------
+
+@pytest.mark.cpu_paths
+@pytest.mark.parametrize("case", ["ddpm-100", *SAMPLER_CASES])
+def test_cpu_fused_bf16_within_its_measured_tolerance(case):
+    model, sched = D.load_pretrained()
+    kwargs = SAMPLER_CASES.get(case, {})
+    plan = D.make_plan(sched, **kwargs)
+    generator = torch.Generator().manual_seed(11)
+    x_T = torch.randn(1000, 2, generator=generator) * plan.prior_std
+    noise = torch.randn(plan.steps, 1000, 2, generator=generator)
+    expected = reference_plan_f64(model, sched, x_T, noise, **kwargs)[-1]
+    out = D.sample(model, 1000, x_T=x_T, noise=noise, backend="cpu-fused", precision="bf16", **kwargs)
+    assert out.dtype == torch.float32  # x and the update stay float32
+    assert_close(out, expected, "bf16")
+
+
+def test_cpu_fused_rows_do_not_depend_on_the_block_size(monkeypatch):
+    model, _ = D.load_pretrained()
+    from ddpm_fast.backends import cpu_fused
+    whole = D.sample(model, 5000, seed=4, backend="cpu-fused", sampler="dpm++2m", steps=5)
+    monkeypatch.setattr(cpu_fused, "BLOCK_ROWS", 1024)
+    assert torch.equal(D.sample(model, 5000, seed=4, backend="cpu-fused", sampler="dpm++2m", steps=5), whole)
+    part = D.sample(model, 5000, seed=4, backend="cpu-fused", sampler="dpm++2m", steps=5, rows=(1000, 3000))
+    assert torch.equal(part, whole[1000:3000])
+
+
+def test_auto_on_the_cpu_takes_cpu_fused_for_large_requests_only(monkeypatch):
+    from ddpm_fast.backends import cpu_fused, resolve_backend
+    cpu = torch.device("cpu")
+    small, large = cpu_fused.AUTO_MIN_POINT_STEPS - 1, cpu_fused.AUTO_MIN_POINT_STEPS
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # passing over cpu-fused for a small request is a choice: no warning
+        assert resolve_backend("auto", cpu, "fp32", point_steps=small).name == "eager"
+    assert resolve_backend("auto", cpu, "fp32", point_steps=large).name == "cpu-fused"
+    model, _ = D.load_pretrained()  # sample() itself: its rows tell the two apart (keyed noise or torch's)
+    eager, fused = (D.sample(model, 10, seed=0, backend=name) for name in ("eager", "cpu-fused"))
+    assert torch.equal(D.sample(model, 10, seed=0), eager) and not torch.equal(eager, fused)
+    monkeypatch.setattr(cpu_fused, "AUTO_MIN_POINT_STEPS", 10 * 100)  # 10 rows x 100 steps is now large
+    assert torch.equal(D.sample(model, 10, seed=0), fused)
+
+
+def test_auto_takes_no_bf16_where_the_cpu_has_no_bf16_matrix_units(monkeypatch):
+    from ddpm_fast.backends import cpu_fused, resolve_backend
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(cpu_fused, "bf16_matmul_units", lambda: True)
+    assert resolve_backend("auto", cpu, "bf16", point_steps=10).name == "cpu-fused"  # eager has no bf16
+    monkeypatch.setattr(cpu_fused, "bf16_matmul_units", lambda: False)  # as under ONEDNN_MAX_CPU_ISA=AVX2
+    with pytest.raises(RuntimeError, match="no bfloat16 matrix instructions"):
+        resolve_backend("auto", cpu, "bf16", point_steps=1 << 30)
+    assert resolve_backend("cpu-fused", cpu, "bf16").name == "cpu-fused"  # named, it runs (slower)

@@ -84,7 +84,7 @@ BAD_SAMPLING = {
     "grid past T": ["--grid", "150,50,1"],
     "eta for ddpm": ["--sampler", "ddpm", "--eta", "0.5"],
     "no tuned grid": ["--sampler", "dpm++2m", "--grid", "tuned"],
-    "bf16 on this CPU": ["--precision", "bf16"],
+    "tf32 on a CPU": ["--precision", "tf32"],
 }
 
 

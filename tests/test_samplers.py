@@ -10,8 +10,9 @@ from helpers import SAMPLER_CASES, assert_close, float64_model, reference_plan_f
 import ddpm_fast as D
 from ddpm_fast.samplers import A_EPS, P_M, P_S, P_Z, SAMPLERS, make_plan, schedule_tables, timestep_grid
 
-# eager and compile run torch's CPU kernels: CI runs them again on another CPU's MKL path
+# eager, compile and cpu-fused run torch's CPU kernels: CI runs them again on another CPU's MKL path
 BACKENDS = [pytest.param("eager", marks=pytest.mark.cpu_paths), pytest.param("compile", marks=pytest.mark.cpu_paths),
+            pytest.param("cpu-fused", marks=pytest.mark.cpu_paths),
             "cudagraph", "triton-step", "triton-fused"]
 
 
@@ -129,6 +130,8 @@ def test_reference_matches_diffusers(monkeypatch, sampler, cls_name, config, ato
 def test_every_backend_every_sampler(device, trained, backend, case, n):
     if backend == "cudagraph" and device.type != "cuda":
         pytest.skip("cudagraph needs CUDA")
+    if backend == "cpu-fused" and device.type != "cpu":
+        pytest.skip("cpu-fused runs on the CPU")
     model, sched = trained
     kwargs = SAMPLER_CASES[case]
     plan = make_plan(sched, **kwargs)

@@ -199,3 +199,27 @@ def test_resume_refuses_another_device():
     state = {**result.train_state(), "rng_device": "cuda"}
     with pytest.raises(ValueError, match="drew its random numbers on cuda and cannot continue them on cpu"):
         D.train(replace(PARITY, epochs=2), progress=False, resume=(result.model, state))
+
+
+def test_bf16_training_trains_and_resumes_in_bf16(tmp_path):
+    """bf16: the eager loss under autocast, weights and Adam in float32; a stopped run resumes as one."""
+    config = D.TrainConfig(n_points=300, batch_size=64, epochs=4, snapshot_every=0, precision="bf16")
+    whole = D.train(config, progress=False)
+    assert all(p.dtype == torch.float32 for p in whole.model.parameters())
+    assert whole.losses[-1] < whole.losses[0] and all(v == v and abs(v) != float('inf') for v in whole.losses)
+    fp32 = D.train(replace(config, precision="fp32"), progress=False)
+    assert whole.losses != fp32.losses  # the loss really ran in bfloat16
+    stopped = D.train(replace(config, epochs=2), progress=False)
+    D.save_checkpoint(tmp_path / "c.pt", stopped.model, stopped.schedule,
+                      {**stopped.metadata(), "losses": stopped.losses}, train_state=stopped.train_state())
+    from ddpm_fast.checkpoint import load_train_state
+    model, _, _, state = load_train_state(tmp_path / "c.pt")
+    resumed = D.train(config, progress=False, resume=(model, state))
+    assert resumed.losses == whole.losses
+
+
+def test_bf16_training_is_the_eager_backends():
+    with pytest.raises(ValueError, match="precision 'bf16' trains on backend 'eager'"):
+        D.train(D.TrainConfig(n_points=100, epochs=1, precision="bf16"), progress=False, backend="compile")
+    with pytest.raises(ValueError, match="unknown training precision 'fp16'"):
+        D.TrainConfig(precision="fp16")

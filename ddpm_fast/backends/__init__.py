@@ -4,7 +4,7 @@
 backends (``constants.BACKENDS``), one module each.
 """
 from ..constants import PRECISIONS
-from . import compiled, cudagraph, eager, triton_backend  # noqa: F401  (each registers itself)
+from . import compiled, cpu_fused, cudagraph, eager, triton_backend  # noqa: F401  (each registers itself)
 from .registry import (
                        AUTO_ORDER,
                        MEASURED_ORDER_FILE,

@@ -64,6 +64,9 @@ class Backend:
     # True: draws its own step noise keyed by (seed, step, global row), so a chunk or shard
     # with the right row_offset gets the rows of one whole launch (ddpm_fast.rows)
     keys_rows: bool = False
+    # None when ``auto`` should take this backend for (device, precision, point-steps of the request;
+    # None: not known), else why it passes over it though it can run (too small to pay for a compile)
+    auto_reason: Callable[[torch.device, str, Optional[int]], Optional[str]] = lambda device, precision, size: None
 
     def cannot_run(self, device: torch.device, precision: str) -> Optional[str]:
         """None when this backend can run ``precision`` on ``device``, else the reason."""
@@ -74,15 +77,15 @@ class Backend:
 
 
 _REGISTRY: dict[str, Backend] = {}
-# backend="auto" tries these in order, fastest first. On CPU only eager: compile pays tens
-# of seconds of compilation that a single call never wins back, and Triton on CPU is the
-# interpreter, a checking tool. On CUDA the order is the one measured on this card
+# backend="auto" tries these in order, fastest first. On CPU cpu-fused for requests large enough
+# to pay for its first call (its auto_reason), else eager: compile pays the same compilation for
+# less, and Triton on CPU is the interpreter, a checking tool. On CUDA the order is the one measured on this card
 # (MEASURED_ORDER_FILE, written from benchmarks/gpu_check.sh's results by
 # benchmarks/auto_order.py); a card not measured yet gets UNMEASURED_CUDA_ORDER: only
 # paths whose first call costs seconds at most (a graph capture, a Triton compile of
 # 1-5 s on a 2-core machine, benchmarks/compile_report.py), so never torch.compile, whose
 # first call costs tens of seconds or minutes.
-AUTO_ORDER = {"cpu": ("eager",)}
+AUTO_ORDER = {"cpu": ("cpu-fused", "eager")}
 UNMEASURED_CUDA_ORDER = ("cudagraph", "triton-fused", "triton-step", "eager")
 MEASURED_ORDER_FILE = Path(__file__).with_name("auto_order.json")
 
@@ -133,9 +136,11 @@ def available_backends(device="cpu") -> dict[str, dict]:
     return report
 
 
-def resolve_backend(name: str, device: torch.device, precision: str, bare_generator: bool = False) -> Backend:
+def resolve_backend(name: str, device: torch.device, precision: str, bare_generator: bool = False,
+                    point_steps: int | None = None) -> Backend:
     """The backend to run: ``name`` itself (failing with the reason if it cannot run), or for
-    ``auto`` the first of ``auto_order`` that can, with one warning if that is not the first.
+    ``auto`` the first of ``auto_order`` that can and suits the request (``point_steps``: rows x
+    steps), with one warning if one that should have run could not.
     ``bare_generator``: the caller passed a generator and no seed, which some backends cannot use."""
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; known precisions: {', '.join(PRECISIONS)}")
@@ -151,7 +156,7 @@ def resolve_backend(name: str, device: torch.device, precision: str, bare_genera
         if reason is not None:
             raise RuntimeError(f"backend {name!r} cannot run {precision} on {device}: {reason}")
         return backend
-    skipped = []
+    skipped, passed_over = [], []
     for candidate in auto_order(device, precision):
         backend = _REGISTRY.get(candidate)
         if backend is None:
@@ -160,6 +165,10 @@ def resolve_backend(name: str, device: torch.device, precision: str, bare_genera
         reason = backend.cannot_run(device, precision)
         if reason is None and bare_generator and not backend.takes_generator:
             reason = "takes a seed, not a generator"
+        choice = None if reason is not None else backend.auto_reason(device, precision, point_steps)
+        if choice is not None:  # a choice, not a failure: nothing to warn about unless nothing runs
+            passed_over.append(f"{candidate} ({choice})")
+            continue
         if reason is None:
             if skipped:
                 warnings.warn(f"backend 'auto' on {device} chose {candidate!r}; skipped "
@@ -168,6 +177,6 @@ def resolve_backend(name: str, device: torch.device, precision: str, bare_genera
         skipped.append(f"{candidate} ({reason})")
     named = [name for name, b in _REGISTRY.items() if name not in auto_order(device, precision)
              and b.cannot_run(device, precision) is None]  # outside auto's order, but able to
-    raise RuntimeError(f"no backend can run precision {precision!r} on {device}: " + "; ".join(skipped)
+    raise RuntimeError(f"no backend can run precision {precision!r} on {device}: " + "; ".join(skipped + passed_over)
                        + (f" (backend {' or '.join(map(repr, named))} can, when named)" if named else ""))
 

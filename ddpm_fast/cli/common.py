@@ -67,12 +67,13 @@ def check_plan(model, schedule, sampler_kwargs: dict, final_noise: bool = True):
     return make_plan(schedule, final_noise=final_noise, tuned_grids=model.tuned_grids, **sampler_kwargs)
 
 
-def check_backend(backend: str, device: str, precision: str) -> str:
-    """The backend that will run (``auto`` resolved), or the reason none can: before any work."""
+def check_backend(backend: str, device: str, precision: str, point_steps: int | None = None) -> str:
+    """The backend that will run (``auto`` resolved for ``point_steps``, rows x steps), or the reason
+    none can: before any work."""
     import torch
 
     from ..backends import resolve_backend
-    return resolve_backend(backend, torch.device(device), precision).name
+    return resolve_backend(backend, torch.device(device), precision, point_steps=point_steps).name
 
 
 def plan_fields(plan, prior, eta) -> dict:
@@ -95,7 +96,7 @@ def draw(model, schedule, n: int, *, device: str, backend: str, precision: str, 
     from .._timing import timed
     from ..sampling import p_sample_loop, sample
     plan = check_plan(model, schedule, sampler_kwargs)
-    backend = check_backend(backend, device, precision)
+    backend = check_backend(backend, device, precision, n * plan.steps)
     say(f"sampling {n} points, {plan.describe()}, with backend {backend!r} ({precision}) on {device}"
         + (f"; {_FIRST_CALL[backend]}" if backend in _FIRST_CALL else ""))
     if trajectory:

@@ -59,6 +59,14 @@ non_negative_int = int_at_least(0)
 at_least_2 = int_at_least(2, " (SWD and MMD compare clouds of points)")
 
 
+def chunk_size(text: str):
+    """--chunk-size: "auto" (the device's default) or a count >= 1."""
+    return text if text == "auto" else positive_int(text)
+
+
+chunk_size.__name__ = "auto or integer >= 1"
+
+
 def ema_decay(text: str) -> float:
     try:
         value = float(text)

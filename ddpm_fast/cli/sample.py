@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import os
 
-from ..constants import DATASETS, DEFAULT_CHUNK, PRECISIONS
+from ..constants import DATASETS, PRECISIONS
 from . import options
 from .common import Status, check_disk, check_plan, draw, load, loss_history, plan_fields
 
@@ -24,9 +24,10 @@ def add_parsers(sub, command) -> None:
     options.add_common(p, 10_000)
     p.add_argument("--out", default="runs/sample", help="directory for the samples (under torchrun: part-<rank>.npy "
                                                         "and manifest.json)")
-    p.add_argument("--chunk-size", type=options.positive_int, default=DEFAULT_CHUNK,
-                   help="rows sampled (and, under torchrun, written) at a time; with row-keyed noise (torchrun, "
-                        "--keyed, or more points than this) the rows depend on it only by float32 rounding")
+    p.add_argument("--chunk-size", type=options.chunk_size, default="auto",
+                   help="rows sampled (and, under torchrun, written) at a time; auto: 16384 on a CPU (a chunk "
+                        "stays in cache), 1048576 on a GPU; with row-keyed noise (torchrun, --keyed, or more "
+                        "points than this) the rows depend on it only by float32 rounding")
     p.add_argument("--keyed", action="store_true",
                    help="row-keyed noise: draw the noise a torchrun run of any world size draws, so the rows "
                         "agree with its rows to float32 rounding (default: keyed only when the points are cut into "
@@ -132,7 +133,8 @@ def cmd_demo(args) -> int:
     out = args.out
     check_outputs(out, (*PICTURES, "samples.png"))
     model, schedule, _ = load(args.checkpoint, device)
-    values = dict(device=device, backend=check_backend("auto", device, args.precision), precision=args.precision,
+    values = dict(device=device, backend=check_backend("auto", device, args.precision, args.n * schedule.n_steps),
+                  precision=args.precision,
                   compile_mode=args.compile_mode, say=say)
     say("warm-up call (compilation and capture are not timed)")
     draw(model, schedule, args.n, seed=args.seed, sampler_kwargs={}, **values)

@@ -8,6 +8,7 @@ import os
 import secrets
 import time
 
+from ..constants import default_chunk
 from . import options
 from .common import Status, check_disk, check_plan, checkpoint_path, plan_fields
 
@@ -55,7 +56,8 @@ def sample_sharded(args) -> int:
             if w.is_main:
                 say(f"{w.world_size} rank(s) sampling {args.n} points, {plan.describe()}, backend {backend!r} "
                            f"({args.precision}); rank 0: rows [{rows[0]}, {rows[1]})")
-            record = write_part(out, w.rank, rows, params, sample_rows, args.chunk_size, noise_device(w.device))
+            chunk = default_chunk(w.device.type) if args.chunk_size == "auto" else args.chunk_size
+            record = write_part(out, w.rank, rows, params, sample_rows, chunk, noise_device(w.device))
         reports = w.gather({**record, "seconds": time.perf_counter() - start, "reused": reused})
         if w.is_main:
             manifest = write_manifest(out, {**params, "checkpoint": path}, reports)

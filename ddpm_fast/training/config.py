@@ -13,7 +13,7 @@ import numbers
 from dataclasses import asdict, dataclass
 
 from .._values import check_count
-from ..constants import DATASETS, LR_SCHEDULES, SCHEDULE_KINDS
+from ..constants import DATASETS, LR_SCHEDULES, SCHEDULE_KINDS, TRAIN_PRECISIONS
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,7 @@ class TrainConfig:
     lr_schedule: str = "constant"  # or "cosine": warm-up, then half a cosine down to 0 at the last step
     warmup_steps: int = 0  # optimizer steps of linear warm-up from lr / warmup_steps to lr
     ema_decay: float = 0.0  # 0: none; else the checkpoint's weights are this EMA of the trained ones
+    precision: str = "fp32"  # or "bf16": the forward and backward in bfloat16 (eager backend), weights fp32
 
     def __post_init__(self):
         # NumPy and 0-d tensor numbers are accepted and stored as plain Python ones
@@ -59,6 +60,8 @@ class TrainConfig:
         if self.schedule_kind not in SCHEDULE_KINDS:
             raise ValueError(f"unknown schedule kind {self.schedule_kind!r}; known kinds: "
                              f"{', '.join(SCHEDULE_KINDS)}")
+        if self.precision not in TRAIN_PRECISIONS:
+            raise ValueError(f"unknown training precision {self.precision!r}; known: {', '.join(TRAIN_PRECISIONS)}")
 
 
 # The seed recipe is the original script. ``fast`` reaches the seed recipe's quality in about 30 s

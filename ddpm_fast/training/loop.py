@@ -38,6 +38,7 @@ from .steps import (
     LossReader,
     TrainSteps,
     check_train_backend,
+    check_train_precision,
     draw_epoch_device,
     draw_epoch_reference,
     lr_table,
@@ -222,13 +223,14 @@ def _train_steps(config: TrainConfig, model, ema, optimizer, schedule, draws, de
                       f"steps: the learning rate never reaches {config.lr}", UserWarning, stacklevel=3)
     rates = lr_table(config.lr_schedule, config.lr, config.warmup_steps, config.epochs * n_batches, device)
     if not ranks.distributed:
-        return TrainSteps(model, ema, optimizer, rates, config.clip_norm, config.ema_decay, schedule, draws)
+        return TrainSteps(model, ema, optimizer, rates, config.clip_norm, config.ema_decay, schedule, draws,
+                          precision=config.precision)
     # every rank draws the whole epoch, then steps on its columns of each batch
     gpu = (device.index if device.index is not None else torch.cuda.current_device()) if device.type == "cuda" \
         else None
     loss_model = DistributedDataParallel(model, device_ids=None if gpu is None else [gpu])
     return TrainSteps(loss_model, ema, optimizer, rates, config.clip_norm, config.ema_decay, schedule,
-                      draws.shard(ranks.rank, ranks.world_size), cut_rows=False)
+                      draws.shard(ranks.rank, ranks.world_size), cut_rows=False, precision=config.precision)
 
 
 def train(config: TrainConfig = TrainConfig(), dataset: torch.Tensor | None = None,
@@ -251,6 +253,7 @@ def train(config: TrainConfig = TrainConfig(), dataset: torch.Tensor | None = No
         raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
     device = check_device(device)
     check_train_backend(backend, device)
+    check_train_precision(config.precision, backend)
     ranks = current_world(device)
     check_data_parallel(ranks, backend, config)
     check_fits(training_bytes(config), device, "this training run", "use fewer points, fewer units or fewer steps")

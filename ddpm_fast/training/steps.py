@@ -19,6 +19,7 @@ reads each epoch's mean one epoch late (``LossReader``).
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 import warnings
@@ -43,6 +44,13 @@ def check_train_backend(backend: str, device: torch.device) -> None:
     if reason is not None:
         error = ValueError if backend not in TRAIN_BACKENDS else RuntimeError
         raise error(f"cannot train with backend {backend!r}: {reason}")
+
+
+def check_train_precision(precision: str, backend: str) -> None:
+    """bf16 training is the eager backend's: its loss under autocast (compile and cudagraph train fp32)."""
+    if precision == "bf16" and backend != "eager":
+        raise ValueError(f"precision 'bf16' trains on backend 'eager' (its loss under bf16 autocast); "
+                         f"backend {backend!r} trains in fp32")
 
 
 def train_backend_unavailable(backend: str, device: torch.device) -> str | None:
@@ -192,8 +200,12 @@ class TrainSteps:
 
     def __init__(self, model: nn.Module, ema: nn.Module | None, optimizer: torch.optim.Optimizer,
                  lr_table: torch.Tensor | None, clip_norm: float, ema_decay: float, schedule, draws: EpochDraws,
-                 cut_rows: bool = True):
+                 cut_rows: bool = True, precision: str = "fp32"):
         self.model, self.ema, self.optimizer, self.draws, self.schedule = model, ema, optimizer, draws, schedule
+        # bf16: the loss (forward, and so its backward) under autocast; weights, gradients and Adam stay fp32
+        device_type = draws.x_0.device.type
+        self.loss_context = (lambda: torch.autocast(device_type, torch.bfloat16)) if precision == "bf16" \
+            else contextlib.nullcontext
         # eager: each batch cut to its rows and the original loss; False (a rank's shard, which may hold
         # only padding) the padded, weighted loss
         self.cut_rows = cut_rows
@@ -249,10 +261,10 @@ class EagerRunner:
 
     def _step(self, i: int, step: int) -> None:
         s, d, rows = self.steps, self.steps.draws, self.steps.draws.counts[i]
-        if not s.cut_rows:
-            s.update(s.padded_loss(i), step)
-            return
-        s.update(loss_from_draws(s.model, d.x_0[i, :rows], d.t[i, :rows], d.eps[i, :rows], s.schedule), step)
+        with s.loss_context():
+            loss = s.padded_loss(i) if not s.cut_rows else \
+                loss_from_draws(s.model, d.x_0[i, :rows], d.t[i, :rows], d.eps[i, :rows], s.schedule)
+        s.update(loss.float(), step)
 
 
 class CompiledRunner(EagerRunner):
