@@ -130,7 +130,7 @@ def run_benchmark(model, schedule, device, ns, backends, precisions=("fp32",), r
                 for s in (samplers or [{"sampler": "ddpm", "steps": None}])]
     result = {"environment": environment(device), "n_steps": schedule.n_steps, "samplers": samplers,
               "flops_per_point_step": flops_per_point_step(hidden),
-              "matmul_ceiling_tflops": {p: matmul_ceiling(device, p) for p in precisions
+              "matmul_ceiling_tflops": {p: matmul_ceiling(device, p, hidden=hidden) for p in precisions
                                         if p != "tf32" or device.type == "cuda"},
               "rows": [], "skipped": [], "failed": [], "world_size": 1 if ranks is None else ranks.world_size,
               "compile_mode": compile_mode}

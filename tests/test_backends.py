@@ -190,17 +190,35 @@ def test_cpu_fused_bf16_within_its_measured_tolerance(case):
     expected = reference_plan_f64(model, sched, x_T, noise, **kwargs)[-1]
     out = D.sample(model, 1000, x_T=x_T, noise=noise, backend="cpu-fused", precision="bf16", **kwargs)
     assert out.dtype == torch.float32  # x and the update stay float32
-    assert_close(out, expected, "bf16")
+    assert_close(out, expected, "bf16-cpu")
+    fp32 = D.sample(model, 1000, x_T=x_T, noise=noise, backend="cpu-fused", precision="fp32", **kwargs)
+    assert (out - fp32).abs().max() > 1e-4  # the MLP really ran in bfloat16
 
 
-def test_cpu_fused_rows_do_not_depend_on_the_block_size(monkeypatch):
+@pytest.mark.cpu_paths
+def test_cpu_fused_rows_carry_their_keyed_noise_whatever_the_chunk_block_or_shard(monkeypatch):
+    """Every step's z of a seeded request is the rows' keyed noise: as eager's keyed rows, in one
+    call, in chunks (more than 16,384 rows on a CPU), in another block size, and as a shard."""
     model, _ = D.load_pretrained()
     from ddpm_fast.backends import cpu_fused
-    whole = D.sample(model, 5000, seed=4, backend="cpu-fused", sampler="dpm++2m", steps=5)
+    n, noisy = 20_000, dict(sampler="ddim", steps=5, eta=1.0)  # fresh noise at 4 of 5 steps
+    eager = D.sample(model, n, seed=4, backend="eager", keyed=True, chunk_size=None, **noisy)
+    whole = D.sample(model, n, seed=4, backend="cpu-fused", chunk_size=None, **noisy)
+    assert_close(whole, eager, "fp32")
+    chunked = D.sample(model, n, seed=4, backend="cpu-fused", chunk_size=7000, **noisy)
+    assert_close(chunked, whole, "fp32")
+    part = D.sample(model, n, seed=4, backend="cpu-fused", rows=(15_000, 18_000), **noisy)
+    assert_close(part, whole[15_000:18_000], "fp32")
     monkeypatch.setattr(cpu_fused, "BLOCK_ROWS", 1024)
-    assert torch.equal(D.sample(model, 5000, seed=4, backend="cpu-fused", sampler="dpm++2m", steps=5), whole)
-    part = D.sample(model, 5000, seed=4, backend="cpu-fused", sampler="dpm++2m", steps=5, rows=(1000, 3000))
-    assert torch.equal(part, whole[1000:3000])
+    assert_close(D.sample(model, n, seed=4, backend="cpu-fused", **noisy), whole, "fp32")
+
+
+def test_cpu_fused_draws_the_noise_it_is_not_given():
+    model, schedule = D.load_pretrained()
+    x_T = torch.randn(50, 2, generator=torch.Generator().manual_seed(0))
+    runs = [D.p_sample_loop(model, (50, 2), 100, schedule.betas, schedule.one_minus_alphas_bar_sqrt, x_T=x_T,
+                            generator=torch.Generator().manual_seed(k), backend="cpu-fused")[-1] for k in (1, 2)]
+    assert (runs[0] - runs[1]).abs().max() > 1e-2  # the generator's noise is used at every step
 
 
 def test_auto_on_the_cpu_takes_cpu_fused_for_large_requests_only(monkeypatch):

@@ -2,7 +2,8 @@
 output of the right shape or raises ValueError/TypeError/RuntimeError with a message; never
 another exception type, never a hang (each test has a timeout).
 
-`compile` is left out: its first call on a CPU compiles for tens of seconds.
+`compile` is left out: its first call on a CPU compiles for tens of seconds (`auto` in bf16 may run
+`cpu-fused`, whose first call compiles in seconds).
 """
 import io
 import operator

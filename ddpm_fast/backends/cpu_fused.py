@@ -22,10 +22,11 @@ from .registry import Backend, SamplingJob, register_backend
 
 BLOCK_ROWS = 4096  # rows per cache block: the best fp32 block on a 2-core AVX-512 CPU (benchmarks/explore)
 # auto takes cpu-fused in fp32 from this many point-steps (rows x steps): its first call costs 8.6-9.4 s
-# with cold compile caches (3.2 s with a warm disk cache), and eager in cache-sized chunks is nearly as
-# fast: at 262,144 x 100 steps 9.9-10.5 s against 8.9 s, 0.05 us saved a point-step, so the first call
-# pays from about 1.7e8 point-steps (2-core AVX-512 CPU). bf16 has no eager path: any size.
-AUTO_MIN_POINT_STEPS = 1 << 28
+# with cold compile caches (3.2 s with a warm disk cache), and eager in cache-sized chunks is not far
+# behind: at 262,144 x 100 steps 12.2-13.3 s against 9.0-9.1 s (benchmarks/results/
+# cpu_fused_auto_threshold.txt), 0.14 us saved a point-step, so a cold first call pays from about
+# 7e7 point-steps; 2^27 leaves it twice that (2-core AVX-512 CPU). bf16 has no eager path: any size.
+AUTO_MIN_POINT_STEPS = 1 << 27
 _bf16_models: "weakref.WeakKeyDictionary[nn.Module, tuple]" = weakref.WeakKeyDictionary()
 
 
@@ -56,30 +57,33 @@ def _bf16(model: nn.Module) -> nn.Module:
 
 
 def _key_blocks(job: SamplingJob, n: int):
-    """(lo, hi, x_T, noise) per key block of the request's rows: injected draws sliced, or keyed ones."""
+    """(x_T, noise) of each key block of the request's rows: what was injected, sliced, and what was
+    not, the rows' keyed draws. A chunk of a keyed request arrives with its keyed x_T and the seed
+    (``keys_rows``): its noise is the same keyed noise. A generator without a seed gives one seed."""
     seed = job.seed
-    if job.x_T is None and seed is None:  # a generator alone: one seed drawn from it
+    if seed is None and (job.x_T is None or job.noise is None):
         seed = int(torch.randint(0, 2 ** 62, (1,), generator=job.generator, device=job.device))
     start = job.row_offset
     for lo in range(0, n, ROW_BLOCK):
         hi = min(lo + ROW_BLOCK, n)
-        if job.x_T is not None:
-            noise = None if job.noise is None else job.noise[:, lo:hi].float()
-            yield lo, hi, job.x_T[lo:hi].float(), noise
-        else:
-            x_T, noise = keyed_draws(seed, start + lo, start + hi, job.plan, job.device)
-            yield lo, hi, x_T, noise
+        keyed = None
+        if job.x_T is None or job.noise is None:
+            keyed = keyed_draws(seed, start + lo, start + hi, job.plan, job.device, with_noise=job.noise is None)
+        x_T = job.x_T[lo:hi].float() if job.x_T is not None else keyed[0]
+        noise = job.noise[:, lo:hi].float() if job.noise is not None else keyed[1]
+        yield x_T, noise
 
 
 def _run(job: SamplingJob) -> torch.Tensor:
     plan = job.plan
     model = job.model if job.precision == "fp32" else _bf16(job.model)
-    compiled = compiled_step(model, "fp32", job.device, job.compile_mode, plan.history, plan.corrector,
+    # a graph of its own ("cpu-fused" in the key): one fixed block shape, apart from the compile backend's
+    compiled = compiled_step(model, "cpu-fused", job.device, job.compile_mode, plan.history, plan.corrector,
                              plan.has_noise)
     timesteps, coefficients = plan.tables(job.device)
     n, parts = job.shape[0], []
     with torch.no_grad():
-        for _, _, x_T, noise in _key_blocks(job, n):
+        for x_T, noise in _key_blocks(job, n):
             for a in range(0, x_T.shape[0], BLOCK_ROWS):
                 b = min(a + BLOCK_ROWS, x_T.shape[0])
                 pad = BLOCK_ROWS - (b - a)  # the last block padded: one graph for every block
@@ -102,9 +106,11 @@ def _unavailable(device: torch.device):
 
 
 def bf16_matmul_units() -> bool:
-    """Whether oneDNN has bfloat16 matrix instructions here (AVX512_BF16 or AMX). Without them a
-    bf16 matmul runs about 50x below fp32 (measured under ONEDNN_MAX_CPU_ISA=AVX2)."""
-    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    """Whether this CPU has bfloat16 matrix instructions (AVX512_BF16 or AMX) and oneDNN may use them.
+    oneDNN alone says yes on any AVX-512 CPU, where it emulates bf16; without them, or under
+    ONEDNN_MAX_CPU_ISA=AVX2, a bf16 matmul ran 50x below fp32 here."""
+    hardware = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    return bool(hardware and torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
 def _auto_reason(device: torch.device, precision: str, point_steps) -> str | None:

@@ -175,8 +175,9 @@ def resolve_backend(name: str, device: torch.device, precision: str, bare_genera
                               + "; ".join(skipped), RuntimeWarning, stacklevel=3)
             return backend
         skipped.append(f"{candidate} ({reason})")
-    named = [name for name, b in _REGISTRY.items() if name not in auto_order(device, precision)
-             and b.cannot_run(device, precision) is None]  # outside auto's order, but able to
-    raise RuntimeError(f"no backend can run precision {precision!r} on {device}: " + "; ".join(skipped + passed_over)
+    named = [name for name, b in _REGISTRY.items() if b.cannot_run(device, precision) is None
+             and (name not in auto_order(device, precision) or any(p.startswith(f"{name} (") for p in passed_over))]
+    verb = "can run" if not passed_over else "takes"
+    raise RuntimeError(f"no backend {verb} precision {precision!r} on {device}: " + "; ".join(skipped + passed_over)
                        + (f" (backend {' or '.join(map(repr, named))} can, when named)" if named else ""))
 

@@ -84,6 +84,7 @@ def plan_fields(plan, prior, eta) -> dict:
 
 
 _FIRST_CALL = {"compile": "the first call compiles (minutes on a CPU)", "cudagraph": "the first call captures",
+               "cpu-fused": "the first call compiles (seconds)",
                "triton-step": "the first call compiles", "triton-fused": "the first call compiles"}
 
 

@@ -31,9 +31,9 @@ def sample_sharded(args) -> int:
                                       "for it; choose another --out", out)
         path = checkpoint_path(args.checkpoint)
         model, schedule, _ = load_checkpoint(path, map_location=w.device)
-        backend = check_backend(args.backend, str(w.device), args.precision)
         kwargs = options.sampler_kwargs(args)
         plan = check_plan(model, schedule, kwargs)
+        backend = check_backend(args.backend, str(w.device), args.precision, args.n * plan.steps)
         params = {"n": args.n, "seed": args.seed, **plan_fields(plan, args.prior, args.eta), "backend": backend,
                   "precision": args.precision, "world_size": w.world_size, "checkpoint_sha256": file_sha256(path)}
         rows = shard_rows(args.n, w.rank, w.world_size)

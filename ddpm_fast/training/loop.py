@@ -51,6 +51,15 @@ log = logging.getLogger(__name__)
 __all__ = ["RECIPES", "TrainConfig", "TrainResult", "check_data_parallel", "train"]
 
 
+def _saved_config(config: TrainConfig) -> dict:
+    """The config as checkpoints keep it: an fp32 run's without ``precision``, so that it reads as
+    every checkpoint written before the field existed (and older versions can read it)."""
+    saved = asdict(config)
+    if saved["precision"] == "fp32":
+        del saved["precision"]
+    return saved
+
+
 @dataclass
 class TrainResult:
     model: MLPDiffusion  # the weights to sample with: the EMA's when config.ema_decay, else the trained ones
@@ -82,7 +91,7 @@ class TrainResult:
 
     def metadata(self) -> dict:
         losses = self.losses
-        return {"train_config": asdict(self.config), "final_loss": losses[-1] if losses else None,
+        return {"train_config": _saved_config(self.config), "final_loss": losses[-1] if losses else None,
                 "epochs_done": self.epochs_done, "wall_time_s": self.wall_time_s, "device": self.device,
                 "backend": self.backend, "torch_version": str(torch.__version__), "world_size": self.world_size,
                 "global_batch": self.config.batch_size,  # per_rank_batch: the largest share (they differ by <= 1)
@@ -90,7 +99,7 @@ class TrainResult:
 
     def train_state(self) -> dict:
         """What ``train(..., resume=...)`` needs to continue bit-exactly (saved in checkpoints)."""
-        state = {"config": asdict(self.config), "losses": list(self.losses),
+        state = {"config": _saved_config(self.config), "losses": list(self.losses),
                  "optimizer_state": self.optimizer.state_dict(), "rng_state": self.rng_state,
                  "rng_device": torch.device(self.device).type, "wall_time_s": self.wall_time_s,
                  "torch_version": str(torch.__version__), "num_threads": torch.get_num_threads()}
