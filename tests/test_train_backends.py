@@ -170,7 +170,7 @@ def test_fast_recipe_reaches_the_seed_recipes_quality():
     def score_epoch_60(result):
         if result.epochs_done == 60:
             early["swd"] = median_swd(result.model, result.schedule)
-    result = D.train(train_module.RECIPES["fast"], progress=False, on_epoch_end=score_epoch_60)
+    result = D.train(D.RECIPES["fast"], progress=False, on_epoch_end=score_epoch_60)
     assert median_swd(result.model, result.schedule) <= 4.0e-3
     assert early["swd"] > 4.0e-3
 

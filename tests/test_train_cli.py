@@ -1,5 +1,4 @@
 """The training commands through main(argv): recipes, backends, bench-train, time-to-quality."""
-import importlib
 import json
 import re
 from dataclasses import replace
@@ -10,7 +9,6 @@ import torch
 import ddpm_fast as D
 from ddpm_fast.cli import main
 
-train_module = importlib.import_module("ddpm_fast.training.loop")
 TINY = ["--n-points", "300", "--snapshot-every", "0", "--quiet"]
 
 
@@ -21,7 +19,7 @@ def test_train_recipe_fast_with_overrides(tmp_path, capsys):
     assert report["backend"] == "eager" and report["device"] == "cpu" and report["epochs_done"] == 3
     _, _, meta = D.load_checkpoint(tmp_path / "checkpoint.pt")
     config = meta["train_config"]
-    fast = train_module.RECIPES["fast"]
+    fast = D.RECIPES["fast"]
     assert (config["batch_size"], config["lr_schedule"], config["ema_decay"]) == (fast.batch_size, "cosine", 0.998)
     assert config["epochs"] == 3 and config["n_points"] == 300  # the flags override the recipe
 
@@ -72,10 +70,9 @@ def test_bench_train_json_table_plot_and_skips(tmp_path, capsys):
 
 @pytest.mark.filterwarnings("ignore:warmup_steps 200 is more than")
 def test_time_to_quality_writes_curves(tmp_path, capsys, monkeypatch):
-    tiny = {"seed": replace(train_module.RECIPES["seed"], n_points=300, epochs=2, snapshot_every=0),
-            "fast": replace(train_module.RECIPES["fast"], n_points=300, epochs=4, snapshot_every=0)}
-    monkeypatch.setattr(train_module, "RECIPES", {**train_module.RECIPES, **tiny})
-    monkeypatch.setattr("ddpm_fast.cli.bench.RECIPES", {**train_module.RECIPES, **tiny})
+    tiny = {"seed": replace(D.RECIPES["seed"], n_points=300, epochs=2, snapshot_every=0),
+            "fast": replace(D.RECIPES["fast"], n_points=300, epochs=4, snapshot_every=0)}
+    monkeypatch.setattr("ddpm_fast.cli.bench.RECIPES", {**D.RECIPES, **tiny})  # what time-to-quality reads
     assert main(["time-to-quality", "--n", "300", "--draws", "1", "--out", str(tmp_path), "--quiet"]) == 0
     report = json.loads((tmp_path / "time_to_quality.json").read_text())
     assert [r["epoch"] for r in report["curves"]["seed"]] == [1, 2]

@@ -156,7 +156,7 @@ def resolve_backend(name: str, device: torch.device, precision: str, bare_genera
         if reason is not None:
             raise RuntimeError(f"backend {name!r} cannot run {precision} on {device}: {reason}")
         return backend
-    skipped, passed_over = [], []
+    skipped, passed_over = [], {}  # passed_over: name -> why auto chose not to take it
     for candidate in auto_order(device, precision):
         backend = _REGISTRY.get(candidate)
         if backend is None:
@@ -167,7 +167,7 @@ def resolve_backend(name: str, device: torch.device, precision: str, bare_genera
             reason = "takes a seed, not a generator"
         choice = None if reason is not None else backend.auto_reason(device, precision, point_steps)
         if choice is not None:  # a choice, not a failure: nothing to warn about unless nothing runs
-            passed_over.append(f"{candidate} ({choice})")
+            passed_over[candidate] = choice
             continue
         if reason is None:
             if skipped:
@@ -176,8 +176,9 @@ def resolve_backend(name: str, device: torch.device, precision: str, bare_genera
             return backend
         skipped.append(f"{candidate} ({reason})")
     named = [name for name, b in _REGISTRY.items() if b.cannot_run(device, precision) is None
-             and (name not in auto_order(device, precision) or any(p.startswith(f"{name} (") for p in passed_over))]
+             and (name not in auto_order(device, precision) or name in passed_over)]
     verb = "can run" if not passed_over else "takes"
-    raise RuntimeError(f"no backend {verb} precision {precision!r} on {device}: " + "; ".join(skipped + passed_over)
+    reasons = skipped + [f"{name} ({why})" for name, why in passed_over.items()]
+    raise RuntimeError(f"no backend {verb} precision {precision!r} on {device}: " + "; ".join(reasons)
                        + (f" (backend {' or '.join(map(repr, named))} can, when named)" if named else ""))
 

@@ -110,21 +110,26 @@ def _check_device_and_backend(device: str, backend: str) -> None:
     check_train_backend(backend, check_device(device))
 
 
+def _check_config(config: TrainConfig, backend: str, out: str) -> str:
+    """The config trains on ``backend`` and ``out`` can take its files: checkpoint.pt's path."""
+    from .._io import check_outputs
+    from ..training.steps import check_train_precision
+    check_train_precision(config.precision, backend)
+    return check_outputs(out, _output_names(config))[0]
+
+
 def _new_run(args) -> TrainJob:
     import torch
 
     from .._checks import check_fits
-    from .._io import check_outputs
     from ..training.config import training_bytes
     device, backend = args.device or "cpu", args.backend or "eager"
     _check_device_and_backend(device, backend)
     config = _given(args, RECIPES[args.recipe or "seed"])
-    from ..training.steps import check_train_precision
-    check_train_precision(config.precision, backend)
+    ckpt = _check_config(config, backend, args.out)
     final_picture = (config.n_steps + 1) * min(config.snapshot_points or config.n_points, FINAL_POINTS) * 2 * 4
     check_fits(training_bytes(config) + final_picture, torch.device(device), "this training run",
                "use a smaller --n-points, --num-units or --n-steps")
-    ckpt = check_outputs(args.out, _output_names(config))[0]
     if os.path.exists(ckpt) and not args.overwrite:
         raise FileExistsError(17, "holds a checkpoint: pass --resume to continue it or --overwrite "
                                   "to train a new model in its place", ckpt)
@@ -132,7 +137,6 @@ def _new_run(args) -> TrainJob:
 
 
 def _resumed_run(args, say: Status) -> TrainJob:
-    from .._io import check_outputs
     from ..checkpoint import load_train_state
     if args.overwrite:
         raise ValueError("--resume continues the checkpoint in --out and --overwrite replaces it: pass one")
@@ -147,9 +151,7 @@ def _resumed_run(args, say: Status) -> TrainJob:
     except (TypeError, ValueError) as err:
         raise ValueError(f"{ckpt!r}: its training config is not valid: {err}") from None
     config = _given(args, saved)
-    from ..training.steps import check_train_precision
-    check_train_precision(config.precision, backend)
-    check_outputs(args.out, _output_names(config))
+    _check_config(config, backend, args.out)
     done = len(state["losses"])
     if config.epochs < done:
         raise ValueError(f"--epochs {config.epochs} is fewer than the {done} epochs {ckpt} has done")

@@ -31,7 +31,7 @@ from ..diffusion import eager_loop
 from ..distributed import current_world, tensors_sha256
 from ..model import MLPDiffusion
 from ..schedule import Schedule, make_schedule
-from .config import RECIPES, TrainConfig, check_resumable_config, snapshot_every_steps, training_bytes
+from .config import TrainConfig, check_resumable_config, snapshot_every_steps, training_bytes
 from .steps import (
     RUNNERS,
     EpochDraws,
@@ -47,8 +47,6 @@ from .steps import (
 
 log = logging.getLogger(__name__)
 
-# TrainConfig and RECIPES live in training.config (torch-free); they are re-exported here for old imports
-__all__ = ["RECIPES", "TrainConfig", "TrainResult", "check_data_parallel", "train"]
 
 
 def _saved_config(config: TrainConfig) -> dict:
