@@ -6,6 +6,8 @@
 #   bench.json    the benchmark, most important rows first, rewritten after every row
 #   bench.png     its throughput plot
 #   (training)    `ddpm-fast bench-train` rows: in check.log as measured, and in summary.json
+#   (students)    the bundled 1-step student's bench rows and a 2-step distillation run (300 steps): in
+#                 summary.json
 #   auto_order.json  backends fastest first per precision (benchmarks/auto_order.py installs it)
 #   tests.xml, tests.log  pytest on CUDA with per-test timeouts
 #   check.log     everything the steps printed
@@ -47,28 +49,39 @@ if [ $dry = 1 ]; then
     --precisions fp32,bf16 --sampler ddpm,dpm++2m --steps 10,5 --repeats 2 --warmup 0 --priority --json "$out/bench.json" --plot "$out/bench.png" || failed=1
   step 120 train python3 -m ddpm_fast bench-train --device cpu --backends eager,cudagraph --batch-sizes 128 \
     --n-points 600 --epochs 2 --warmup-epochs 1 --json "$work/train_bench.json" || failed=1
+  step 60 students python3 -m ddpm_fast bench --device cpu --checkpoint distill-1 --n 64 --backends eager,triton-fused \
+    --precisions fp32 --repeats 2 --warmup 0 --json "$work/students.json" || failed=1
+  step 60 distill sh -c "python3 -m ddpm_fast distill --device cpu --steps 2 --iterations 3 --batch-size 64 \
+    --out '$work/distill' --quiet >'$work/distill.json'" || failed=1
   step 120 tests python3 -m pytest tests/test_gpu.py tests/test_errors.py -q -p no:cacheprovider -o timeout=60 \
     -rfE --durations=10 --junitxml="$out/tests.xml" || failed=1
 else
   export DDPM_FAST_DEVICE=cuda
   nvidia-smi >>"$log" 2>&1
-  step 145 measure python3 benchmarks/gpu_measure.py "$out"
+  step 140 measure python3 benchmarks/gpu_measure.py "$out"
   # The benchmark, most important first (--priority): N = 1e4 and 1e6, eager fp32, then
   # cudagraph and triton-fused in tf32 and bf16, then the rest; each case for the 100-step
   # ddpm and the 10-step DPM-Solver++(2M) side by side (samples/s compares them).
-  step 125 bench python3 -m ddpm_fast bench --device cuda --n 10000,1000000,1000 \
+  step 110 bench python3 -m ddpm_fast bench --device cuda --n 10000,1000000,1000 \
     --backends eager,compile,cudagraph,triton-step,triton-fused --precisions fp32,tf32,bf16 \
     --sampler ddpm,dpm++2m --steps 100,10 \
     --repeats 10 --priority --json "$out/bench.json" --plot "$out/bench.png"
   # Training: steps/s per backend at the seed recipe's batch (128) and the fast recipe's (1024),
   # cudagraph first; compile last (its first epoch compiles forward and backward).
-  step 75 train python3 -m ddpm_fast bench-train --device cuda --backends cudagraph,eager,compile \
+  step 65 train python3 -m ddpm_fast bench-train --device cuda --backends cudagraph,eager,compile \
     --batch-sizes 128,1024 --epochs 6 --warmup-epochs 2 --json "$work/train_bench.json"
-  step 125 tests python3 -m pytest tests/kernels tests/test_backends.py tests/test_gpu.py tests/test_errors.py \
+  # The 1-step student: samples/s of one model call per point, beside the 100-step rows above.
+  step 25 students python3 -m ddpm_fast bench --device cuda --checkpoint distill-1 --n 1000000,10000 \
+    --backends eager,cudagraph,triton-fused --precisions fp32,bf16 --repeats 10 --json "$work/students.json"
+  # A distillation on the GPU: 300 steps of the 2-step student (its wall time is in the report).
+  step 30 distill sh -c "python3 -m ddpm_fast distill --device cuda --steps 2 --iterations 300 \
+    --out '$work/distill' --quiet >'$work/distill.json'"
+  step 100 tests python3 -m pytest tests/kernels tests/test_backends.py tests/test_gpu.py tests/test_errors.py \
     tests/test_samplers.py \
     -q -p no:cacheprovider -o timeout=60 -rfE --durations=15 --junitxml="$out/tests.xml" \
     --deselect tests/kernels/test_compile.py::test_kernels_compile_for_sm90_within_budgets
 fi
 grep -v "^\[measure\]" "$log" | sed -n '/== tests/,/== tests exit/p' >"$out/tests.log"
-python3 benchmarks/summarize_gpu_check.py "$out" "$work/train_bench.json" || failed=1
+python3 benchmarks/summarize_gpu_check.py "$out" "$work/train_bench.json" "$work/students.json" "$work/distill.json" \
+  || failed=1
 exit $failed

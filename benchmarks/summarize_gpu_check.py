@@ -72,7 +72,7 @@ def _write(path, data):
     os.replace(path + ".tmp", path)
 
 
-def main(out, train_path=None):
+def main(out, train_path=None, students_path=None, distill_path=None):
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
     from ddpm_fast.bench import auto_order_from
     measure, bench = load(os.path.join(out, "measure.json")), load(os.path.join(out, "bench.json"))
@@ -89,6 +89,9 @@ def main(out, train_path=None):
     train = load(train_path) if train_path else None
     summary["train_bench"] = train
     summary["train_targets"] = train_targets(train) if train else None
+    students, distilled = (load(p) if p else None for p in (students_path, distill_path))
+    summary["bench_students"] = students  # the 1-step student's throughput (samples/s)
+    summary["distill"] = distilled  # one distillation run on the GPU: its steps and wall time
     _write(os.path.join(out, "summary.json"), summary)
     if bench and bench.get("rows"):
         device_name = bench["environment"]["device_name"]
@@ -106,6 +109,11 @@ def main(out, train_path=None):
     if bench:
         from ddpm_fast.bench import format_table
         print(format_table(bench))
+    if students and students.get("rows"):
+        from ddpm_fast.bench import format_table
+        print(format_table(students))
+    if distilled:
+        print("distill:", json.dumps(distilled.get("students"))[:400])
     if train:
         from ddpm_fast.bench_train import format_train_table
         print(format_train_table(train))
@@ -115,4 +123,4 @@ def main(out, train_path=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main(*sys.argv[1:3]))
+    sys.exit(main(*sys.argv[1:5]))

@@ -12,6 +12,8 @@ _HOMES = {
     "available_backends": "backends", "backend_names": "backends",
     "load_checkpoint": "checkpoint", "load_pretrained": "checkpoint", "save_checkpoint": "checkpoint",
     "DATASETS": "data", "make_dataset": "data", "make_s_curve": "data",
+    "DistillConfig": "distillation", "DistillResult": "distillation", "distill": "distillation",
+    "read_distill_state": "distillation",
     "diffusion_loss": "diffusion", "p_sample": "diffusion", "q_sample": "diffusion",
     "quality_report": "metrics", "rbf_mmd": "metrics", "sliced_wasserstein": "metrics",
     "MLPDiffusion": "model",
@@ -52,7 +54,8 @@ def __dir__() -> list:
 __all__ = [
     "SAMPLERS", "SamplerPlan", "available_samplers", "make_plan",
     "DATASETS", "RECIPES", "MLPDiffusion", "Schedule", "TrainConfig", "TrainResult", "available_backends",
-    "backend_names", "diffusion_loss", "load_checkpoint", "load_samples", "load_pretrained", "make_dataset",
+    "backend_names", "DistillConfig", "DistillResult", "distill", "read_distill_state",
+    "diffusion_loss", "load_checkpoint", "load_samples", "load_pretrained", "make_dataset",
     "make_s_curve", "make_schedule", "p_sample", "p_sample_loop", "q_sample", "quality_report", "rbf_mmd", "sample",
     "save_checkpoint", "sliced_wasserstein", "train",
 ]

@@ -12,7 +12,7 @@ import torch
 
 from ._timing import spread, synchronize, time_call
 from .backends import get_backend
-from .samplers import make_plan
+from .samplers import make_plan, plan_sources
 from .sampling import sample
 
 
@@ -21,6 +21,7 @@ def flops_per_point_step(hidden: int = 128) -> int:
     return 2 * (2 * hidden + 2 * hidden * hidden + 2 * hidden)
 
 
+STUDENT = "student"  # a sampler name in the specs: a distilled student's own plan
 CPU_CEILING_ROWS = 4096  # the CPU ceiling's matmul: [rows, H] x [H, H], the model's hidden layer on a cache block
 
 
@@ -115,8 +116,9 @@ def run_benchmark(model, schedule, device, ns, backends, precisions=("fp32",), r
     """Time ``sample`` for every N x precision x backend x sampler that can run here (or for
     ``cases``, a list of (N, precision, backend) in the order to run them: most important
     first; each for every sampler). ``samplers``: a list of ``{"sampler": name, "steps": K}``
-    (default: the original 100-step ddpm). What cannot run is skipped with the reason; a
-    combination that raises is recorded with its error under ``failed`` and the sweep goes on.
+    (default: the original 100-step ddpm); sampler "student" is a distilled student's own plan.
+    What cannot run is skipped with the reason; a combination that raises is recorded with its
+    error under ``failed`` and the sweep goes on.
     ``on_update(result)`` is called after each combination, so a caller can save partial
     results of a long sweep. ``ranks`` (a ``ddpm_fast.distributed.World`` of several ranks, under
     torchrun): each case is timed on rank 0 alone, then on every rank at once with N points
@@ -125,8 +127,7 @@ def run_benchmark(model, schedule, device, ns, backends, precisions=("fp32",), r
     """
     device = torch.device(device)
     hidden = model.linears[0].out_features if hasattr(model, "linears") else 128
-    samplers = [{"sampler": s["sampler"], "steps": make_plan(schedule, s["sampler"], s.get("steps"),
-                                                             tuned_grids=getattr(model, "tuned_grids", None)).steps}
+    samplers = [{"sampler": s["sampler"], "steps": make_plan(schedule, *_plan_args(s), **plan_sources(model)).steps}
                 for s in (samplers or [{"sampler": "ddpm", "steps": None}])]
     result = {"environment": environment(device), "n_steps": schedule.n_steps, "samplers": samplers,
               "flops_per_point_step": flops_per_point_step(hidden),
@@ -144,6 +145,11 @@ def run_benchmark(model, schedule, device, ns, backends, precisions=("fp32",), r
     return result
 
 
+def _plan_args(spec: dict) -> tuple:
+    """(sampler, steps) for make_plan and sample: (None, None) for a student's own plan."""
+    return (None, None) if spec["sampler"] == STUDENT else (spec["sampler"], spec.get("steps"))
+
+
 def _run_case(result, model, schedule, device, spec, n, precision, name, seed, repeats, warmup, ranks=None):
     case = {"backend": name, "n": n, "precision": precision, **spec}
     reason = _cannot_run(name, device, precision, result["matmul_ceiling_tflops"])
@@ -154,7 +160,7 @@ def _run_case(result, model, schedule, device, spec, n, precision, name, seed, r
         return
     call = lambda: sample(model, n, schedule=schedule, seed=seed, backend=name,  # noqa: E731
                           precision=precision, device=device, chunk_size=None,
-                          compile_mode=result["compile_mode"], **spec)
+                          compile_mode=result["compile_mode"], **dict(zip(("sampler", "steps"), _plan_args(spec))))
     try:
         stats = time_case(call, device, repeats, warmup, ranks)
     except Exception as err:  # noqa: BLE001  (recorded and reported, never counted as a result)

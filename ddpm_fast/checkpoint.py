@@ -133,12 +133,28 @@ def _build(path: str, payload):
                          f"num_units={model.config.num_units}): {one_line(err)}") from None
     _check_finite(path, state)
     model.tuned_grids = _tuned_grids(path, metadata.get("tuned_grids", {}), schedule.n_steps)
+    model.student_plan = _student_plan(path, metadata.get("student_plan"), schedule.n_steps)
     return model, schedule, metadata
+
+
+def _student_plan(path: str, spec, n_steps: int) -> dict | None:
+    """metadata['student_plan'] of a distilled student, checked; None for any other model."""
+    from .grids import check_explicit_grid
+    from .samplers import check_student_plan
+    if spec is None:
+        return None
+    try:
+        spec = check_student_plan(spec)
+        spec["timesteps"] = list(check_explicit_grid(spec["timesteps"], n_steps))
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{path!r}: metadata 'student_plan' is damaged: {err}") from None
+    return spec
 
 
 def _tuned_grids(path: str, grids, n_steps: int) -> dict:
     """metadata['tuned_grids'] checked: {sampler: {str(steps): strictly decreasing ints in [0, T)}}."""
-    from .samplers import SAMPLERS, check_explicit_grid
+    from .constants import SAMPLERS
+    from .grids import check_explicit_grid
     if not isinstance(grids, dict):
         raise ValueError(f"{path!r}: metadata 'tuned_grids' is a {type(grids).__name__}, not a dict")
     checked = {}
@@ -190,12 +206,18 @@ def load_checkpoint(path, map_location="cpu"):
     return model.to(device).eval(), schedule.to(device), metadata
 
 
-def load_train_state(path):
-    """``(model, schedule, metadata, train_state)`` of a checkpoint written by ``train``, on the CPU."""
+def read_checkpoint(path):
+    """``(model, schedule, metadata, train_state or None)`` on the CPU, every part but the state checked."""
     path = os.fsdecode(path)
     payload = _read(path, "cpu")
     model, schedule, metadata = _build(path, payload)
-    train_state = payload.get("train_state")
+    return model, schedule, metadata, payload.get("train_state")
+
+
+def load_train_state(path):
+    """``(model, schedule, metadata, train_state)`` of a checkpoint written by ``train``, on the CPU."""
+    path = os.fsdecode(path)
+    model, schedule, metadata, train_state = read_checkpoint(path)
     if not isinstance(train_state, dict):
         raise ValueError(f"{path!r} has no training state to resume from (it was not written by "
                          "`ddpm-fast train`, or by a version before resuming existed)")

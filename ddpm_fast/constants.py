@@ -29,4 +29,10 @@ SCHEDULE_KINDS = ("sigmoid", "linear", "cosine")
 TRAIN_BACKENDS = ("eager", "compile", "cudagraph")
 TRAIN_PRECISIONS = ("fp32", "bf16")  # bf16: the eager backend's loss under autocast; weights and Adam stay fp32
 LR_SCHEDULES = ("constant", "cosine")
-PRETRAINED = {"seed": "s_curve.pt", "best": "best.pt"}  # bundled model name -> file in ddpm_fast/pretrained
+# bundled model name -> file in ddpm_fast/pretrained; distill-K: a K-step student of "best" (ddpm_fast.distillation)
+PRETRAINED = {"seed": "s_curve.pt", "best": "best.pt", "distill-4": "distill-4.pt", "distill-2": "distill-2.pt",
+              "distill-1": "distill-1.pt"}
+# How a student learns from its teacher (ddpm_fast.distillation): the teacher's few-step trajectory, or
+# progressive halving of DDIM steps.
+DISTILL_METHODS = ("trajectory", "progressive")
+DISTILL_BACKENDS = ("eager", "compile")  # the training backends a distillation step runs on

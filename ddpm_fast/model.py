@@ -42,6 +42,9 @@ class MLPDiffusion(nn.Module):
         # {sampler: {str(steps): [t_0, ..., t_{K-1}]}}: few-step grids searched for these weights
         # (ddpm-fast tune-steps), saved in the checkpoint's metadata; sample() uses them by default.
         self.tuned_grids: dict = {}
+        # a distilled student's own plan, {"sampler", "timesteps", "prior"}: sample() runs it when no
+        # sampler is named (ddpm_fast.distill); None for a model trained on data
+        self.student_plan: dict | None = None
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         # x: [N, 2], t: [N] or [1] integer timesteps -> predicted noise [N, 2]

@@ -27,8 +27,7 @@ of 1 - beta in float64); backends read them as float32 (float64 on the float64 r
 from __future__ import annotations
 
 import math
-import operator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 
 import numpy as np
@@ -36,6 +35,7 @@ import torch
 
 from ._values import check_count
 from .constants import GRIDS, PRIORS, SAMPLERS
+from .grids import check_explicit_grid, timestep_grid
 
 # Steps when a few-step sampler is asked for without steps=, and the grid it takes when the
 # model carries no tuned grid for it: the best measured on the bundled model (docs/samplers.md).
@@ -60,7 +60,7 @@ class SamplerPlan:
     history: int  # previous estimates the update reads: 0, 1 or 2
     corrector: bool  # the s line runs (UniPC); else s = x
     reference: bool = False  # the original T-step DDPM: eager runs the seed-exact loop
-    grid: str = ""  # how the timesteps were chosen (a GRIDS name, "tuned" or "explicit")
+    grid: str = ""  # how the timesteps were chosen: a GRIDS name, "tuned", "explicit" or "student"
     _device_tables: dict = field(default_factory=dict, repr=False)  # (device, dtype) -> tables
 
     @property
@@ -125,71 +125,6 @@ def schedule_tables(schedule, one_minus_alphas_bar_sqrt: torch.Tensor | None = N
     else:
         sigmas = one_minus_alphas_bar_sqrt.detach().to("cpu", torch.float64).numpy()
     return betas, 1.0 - sigmas * sigmas, sigmas
-
-
-# ---------------------------------------------------------------------------------------
-# Timestep grids
-# ---------------------------------------------------------------------------------------
-
-def _nearest_timesteps(values: np.ndarray, table: np.ndarray) -> np.ndarray:
-    """The integer t whose ``table[t]`` (increasing in t) is nearest each value, in log space."""
-    log_table, log_values = np.log(table), np.log(values)
-    t = np.interp(log_values, log_table, np.arange(len(table)))
-    return np.round(t).astype(np.int64)
-
-
-def timestep_grid(alphas_bar: np.ndarray, steps: int, grid, unique: bool = True) -> tuple:
-    """K integer timesteps, strictly decreasing in [0, T).
-
-    ``grid``: "trailing" (T-1 down by T/K: diffusers' trailing), "leading" (multiples of
-    T//K, from 0 up), "linspace" (T-1 to 0 evenly, rounded), "karras" (Karras et al. 2022's
-    rho = 7 spacing of sigma = sqrt((1 - abar) / abar)), "lu" (even in log-SNR, Lu et al.
-    2022), or an explicit sequence of ints. A grid whose rounding repeats a timestep is an
-    error (``unique=False``: returned as is).
-    """
-    n = len(alphas_bar)
-    if not isinstance(grid, str):
-        return check_explicit_grid(grid, n)
-    if grid == "trailing":  # diffusers' round(arange(T, 0, -T/K)) - 1, without arange's extra float step
-        t = n - 1 - np.round(np.arange(steps) * n / steps).astype(np.int64)
-    elif grid == "leading":
-        t = (np.arange(steps) * (n // steps))[::-1]
-    elif grid == "linspace":
-        t = np.round(np.linspace(n - 1, 0, steps)).astype(np.int64)
-    elif grid in ("karras", "lu"):
-        sigmas = np.sqrt((1 - alphas_bar) / alphas_bar)  # increasing in t
-        lo, hi = sigmas[0], sigmas[-1]
-        if grid == "karras":
-            rho = 7.0
-            ramp = np.linspace(0, 1, steps)
-            wanted = (hi ** (1 / rho) + ramp * (lo ** (1 / rho) - hi ** (1 / rho))) ** rho
-        else:
-            wanted = np.exp(np.linspace(np.log(hi), np.log(lo), steps))  # lambda = -log(sigma)
-        t = _nearest_timesteps(wanted, sigmas)
-    else:
-        raise ValueError(f"unknown grid {grid!r}; known grids: {', '.join(GRIDS)}, 'tuned', or a list of ints")
-    t = tuple(int(v) for v in t)
-    if unique and len(set(t)) != len(t):
-        repeated = sorted({v for v in t if t.count(v) > 1})
-        shown = ", ".join(map(str, repeated[:5])) + (", ..." if len(repeated) > 5 else "")
-        raise ValueError(f"grid {grid!r} with {steps} steps repeats timesteps ({shown}) at T = {n}: "
-                         f"use fewer steps or the trailing grid")
-    return check_explicit_grid(t, n) if unique else t
-
-
-def check_explicit_grid(grid, n_steps: int) -> tuple:
-    try:
-        t = tuple(operator.index(v) for v in grid)
-    except TypeError:
-        raise TypeError(f"grid must be a name ({', '.join(GRIDS)}, 'tuned') or a sequence of ints, "
-                        f"got {grid!r}") from None
-    if not t:
-        raise ValueError("grid is empty: a sampler needs at least one timestep")
-    if any(not 0 <= v < n_steps for v in t):
-        raise ValueError(f"grid timesteps must lie in [0, {n_steps}), got {list(t)}")
-    if any(a <= b for a, b in zip(t, t[1:])):
-        raise ValueError(f"grid timesteps must be strictly decreasing, got {list(t)}")
-    return t
 
 
 # ---------------------------------------------------------------------------------------
@@ -343,9 +278,36 @@ def _resolve_grid(alphas_bar, sampler: str, steps: int | None, grid, tuned_grids
     return timestep_grid(alphas_bar, steps, name), name
 
 
-def make_plan(schedule, sampler: str = "ddpm", steps: int | None = None, *, grid=None,
+def plan_sources(model) -> dict:
+    """What a model carries for ``make_plan``: its tuned grids and, for a distilled student, its plan."""
+    return {"tuned_grids": getattr(model, "tuned_grids", None), "student_plan": getattr(model, "student_plan", None)}
+
+
+def check_student_plan(spec) -> dict:
+    """A student's plan as checkpoints keep it: {"sampler", "timesteps", "prior"} (and ddim's "eta")."""
+    if not isinstance(spec, dict) or not {"sampler", "timesteps", "prior"} <= set(spec) \
+            or not set(spec) <= {"sampler", "timesteps", "prior", "eta"}:
+        raise ValueError(f"a student plan is a dict of sampler, timesteps, prior (and eta), got {spec!r:.200}")
+    if spec["sampler"] not in SAMPLERS or spec["prior"] not in PRIORS:
+        raise ValueError(f"a student plan names an unknown sampler or prior: {spec!r:.200}")
+    return dict(spec)
+
+
+def _student(schedule, spec: dict, one_minus_alphas_bar_sqrt, given: dict) -> SamplerPlan:
+    """The plan a distilled student was trained for; any other sampler argument needs ``sampler=``."""
+    extra = [name for name, value in given.items() if value is not None]
+    if extra:
+        raise ValueError(f"this model is a distilled student with its own plan ({spec['sampler']} on "
+                         f"{list(spec['timesteps'])}); {', '.join(extra)} without a sampler would run ddpm: "
+                         "pass sampler= too to run another sampler on it")
+    plan = make_plan(schedule, spec["sampler"], grid=list(spec["timesteps"]), prior=spec["prior"],
+                     eta=spec.get("eta"), one_minus_alphas_bar_sqrt=one_minus_alphas_bar_sqrt)
+    return replace(plan, grid="student")
+
+
+def make_plan(schedule, sampler: str | None = None, steps: int | None = None, *, grid=None,
               prior: str | None = None, eta: float | None = None, final_noise: bool = True,
-              tuned_grids: dict | None = None,
+              tuned_grids: dict | None = None, student_plan: dict | None = None,
               one_minus_alphas_bar_sqrt: torch.Tensor | None = None) -> SamplerPlan:
     """The plan of ``sampler`` with ``steps`` steps for ``schedule`` (a Schedule, or its betas [T]
     with ``one_minus_alphas_bar_sqrt`` [T] if at hand: see ``schedule_tables``).
@@ -358,7 +320,13 @@ def make_plan(schedule, sampler: str = "ddpm", steps: int | None = None, *, grid
     ``ddpm-fast tune-steps`` saved with the model); default: the tuned grid when there is
     one, else ``DEFAULT_GRID[sampler]``. ``eta``: ddim's noise (0: deterministic).
     ``final_noise``: whether ddpm's last step adds noise (the original code's does).
+    ``student_plan``: a distilled student's own plan (``model.student_plan``; ``plan_sources``),
+    which ``sampler=None`` runs; without one, ``sampler=None`` is ``ddpm``.
     """
+    if sampler is None and student_plan:
+        return _student(schedule, check_student_plan(student_plan), one_minus_alphas_bar_sqrt,
+                        {"steps": steps, "grid": grid, "prior": prior, "eta": eta})
+    sampler = "ddpm" if sampler is None else sampler
     if sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {sampler!r}; known samplers: {', '.join(SAMPLERS)}")
     betas, alphas_bar, sigmas = schedule_tables(schedule, one_minus_alphas_bar_sqrt)

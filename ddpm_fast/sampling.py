@@ -23,7 +23,7 @@ from .constants import default_chunk
 from .diffusion import eager_loop
 from .model import check_model_steps, model_device, model_n_steps
 from .rows import keyed_draws
-from .samplers import SamplerPlan, make_plan
+from .samplers import SamplerPlan, make_plan, plan_sources
 from .schedule import Schedule, make_schedule
 
 KEYED_NOISE_BYTES = 1 << 28  # keyed noise injected into eager/compile/cudagraph, [K, chunk, 2] float32: 256 MB
@@ -83,7 +83,7 @@ def _as_schedule(schedule, model: nn.Module) -> Schedule:
     return schedule
 
 
-def sample(model: nn.Module, n: int, *, sampler: str = "ddpm", steps: int | None = None,
+def sample(model: nn.Module, n: int, *, sampler: str | None = None, steps: int | None = None,
            prior: str | None = None, eta: float | None = None, grid=None,
            schedule: Schedule | None = None, x_T=None, noise=None,
            seed: int | None = None, final_noise: bool = True, backend: str = "auto",
@@ -95,7 +95,8 @@ def sample(model: nn.Module, n: int, *, sampler: str = "ddpm", steps: int | None
     ``sampler`` ("ddpm", "ddim", "dpm++2m", "unipc"), ``steps``, ``prior`` ("unit" or
     "matched"), ``eta`` (ddim) and ``grid`` (a grid name, "tuned" or a list of timesteps)
     choose the sampler (``ddpm_fast.samplers.make_plan``); the default is the original
-    100-step DDPM from N(0, I), seed-exact on ``eager``. A few-step sampler defaults to 10
+    100-step DDPM from N(0, I), seed-exact on ``eager``, or, for a distilled student
+    (``ddpm_fast.distill``), its own K-step plan: exactly K model calls. A few-step sampler defaults to 10
     steps, the matched prior, and the grid tuned for the model if it carries one.
     ``x_T`` ([n, 2], the start itself) and ``noise`` ([K, n, 2], noise[i] the z of step i;
     read only at steps that add noise) inject the randomness (docs/model.md's convention),
@@ -131,7 +132,7 @@ def sample(model: nn.Module, n: int, *, sampler: str = "ddpm", steps: int | None
     schedule = schedule.to(device)
     check_model_steps(model, schedule.n_steps)
     plan = make_plan(schedule, sampler, steps, grid=grid, prior=prior, eta=eta, final_noise=final_noise,
-                     tuned_grids=getattr(model, "tuned_grids", None))
+                     **plan_sources(model))
     check_injected_noise(x_T, noise, (n, 2), plan.steps)
     check_same_device(schedule=schedule.betas, x_T=x_T, noise=noise)
     if generator is not None and seed is not None:
@@ -170,7 +171,7 @@ def p_sample_loop(model: nn.Module, shape, n_steps: int, betas: torch.Tensor,
                   one_minus_alphas_bar_sqrt: torch.Tensor, *, x_T: torch.Tensor | None = None,
                   noise: torch.Tensor | None = None, final_noise: bool = True,
                   generator: torch.Generator | None = None, backend: str = "eager",
-                  precision: str = "fp32", sampler: str = "ddpm", steps: int | None = None,
+                  precision: str = "fp32", sampler: str | None = None, steps: int | None = None,
                   prior: str | None = None, eta: float | None = None, grid=None,
                   compile_mode: str = "default") -> list[torch.Tensor]:
     """The reverse process from x_T ~ N(0, I) to x_0; returns ``[x_T, x_{T-1}, ..., x_0]``.
@@ -198,8 +199,7 @@ def p_sample_loop(model: nn.Module, shape, n_steps: int, betas: torch.Tensor,
                          f"{list(betas.shape)} and {list(one_minus_alphas_bar_sqrt.shape)}")
     check_model_steps(model, n_steps)
     plan = make_plan(betas, sampler, steps, grid=grid, prior=prior, eta=eta, final_noise=final_noise,
-                     tuned_grids=getattr(model, "tuned_grids", None),
-                     one_minus_alphas_bar_sqrt=one_minus_alphas_bar_sqrt)
+                     one_minus_alphas_bar_sqrt=one_minus_alphas_bar_sqrt, **plan_sources(model))
     check_injected_noise(x_T, noise, shape, plan.steps)
     device = x_T.device if x_T is not None else (model_device(model) or betas.device)
     check_fits((plan.steps + 1) * shape[0] * 2 * 4, device,

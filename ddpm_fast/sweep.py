@@ -11,7 +11,7 @@ import torch
 
 from ._timing import timed
 from .metrics import swd_report
-from .samplers import make_plan
+from .samplers import make_plan, plan_sources
 from .sampling import sample
 
 DEFAULT_SAMPLERS = ("ddpm", "ddim", "dpm++2m", "unipc")
@@ -29,33 +29,44 @@ def median_swd(model, schedule, *, draws: int = 3, n: int = 10_000, dataset: str
 
 def quality_sweep(model, schedule, samplers=DEFAULT_SAMPLERS, steps=DEFAULT_STEPS, *, n: int = 10_000,
                   draws: int = 3, dataset: str = "s_curve", backend: str = "auto", precision: str = "fp32",
-                  device=None, seed: int = 0, on_row=None, compile_mode: str = "default") -> list:
+                  device=None, seed: int = 0, on_row=None, compile_mode: str = "default", students=()) -> list:
     """One row per (sampler, steps): the median over ``draws`` seeds of the SWD to fresh data,
     its floor, and the median wall time of the ``sample`` call (the first call of each backend
     and plan structure is made, untimed, before). Each sampler takes its default prior and
-    grid (the model's tuned grid where it has one). ``on_row(row)`` after every row."""
+    grid (the model's tuned grid where it has one). ``students``: distilled students (models with
+    a ``student_plan``), a row each on its own plan, as sampler "student". ``on_row(row)`` after
+    every row."""
     device = torch.device(device) if device is not None else None
+    options = dict(n=n, draws=draws, dataset=dataset, backend=backend, precision=precision, device=device, seed=seed,
+                   compile_mode=compile_mode)
+    cases = [(model, {"sampler": sampler, "steps": k}) for sampler in samplers for k in steps]
+    cases += [(student, {}) for student in students]
     rows = []
-    for sampler in samplers:
-        for k in steps:
-            plan = make_plan(schedule, sampler, k, tuned_grids=getattr(model, "tuned_grids", None))
-            kwargs = dict(schedule=schedule, sampler=sampler, steps=k, backend=backend, precision=precision,
-                          device=device, compile_mode=compile_mode)
-            sample(model, min(n, 64), seed=seed, **kwargs)  # compile / capture / warm up, not timed
-            swd, floor, seconds = [], [], []
-            for draw in range(draws):
-                points, wall_s = timed(partial(sample, model, n, seed=seed + draw, **kwargs), device)
-                seconds.append(wall_s)
-                report = swd_report(points, dataset, seed=draw)
-                swd.append(report["swd"])
-                floor.append(report["swd_floor"])
-            row = {"sampler": sampler, "steps": k, "grid": plan.grid, "prior_std": plan.prior_std,
-                   "swd": statistics.median(swd), "swd_each": swd, "swd_floor": statistics.median(floor),
-                   "seconds": statistics.median(seconds), "n": n, "draws": draws}
-            rows.append(row)
-            if on_row:
-                on_row(row)
+    for case_model, sampler in cases:
+        rows.append(_sweep_row(case_model, schedule, sampler, **options))
+        if on_row:
+            on_row(rows[-1])
     return rows
+
+
+def _sweep_row(model, schedule, sampler: dict, *, n, draws, dataset, backend, precision, device, seed,
+               compile_mode) -> dict:
+    """One sampler (``{}``: a student's own plan) scored over ``draws`` seeds, and timed."""
+    plan = make_plan(schedule, **sampler, **plan_sources(model))
+    kwargs = dict(schedule=schedule, backend=backend, precision=precision, device=device, compile_mode=compile_mode,
+                  **sampler)
+    sample(model, min(n, 64), seed=seed, **kwargs)  # compile / capture / warm up, not timed
+    swd, floor, seconds = [], [], []
+    for draw in range(draws):
+        points, wall_s = timed(partial(sample, model, n, seed=seed + draw, **kwargs), device)
+        seconds.append(wall_s)
+        report = swd_report(points, dataset, seed=draw)
+        swd.append(report["swd"])
+        floor.append(report["swd_floor"])
+    return {"sampler": sampler.get("sampler", "student"), "steps": plan.steps, "grid": plan.grid,
+            "timesteps": list(plan.timesteps), "prior_std": plan.prior_std, "swd": statistics.median(swd),
+            "swd_each": swd, "swd_floor": statistics.median(floor), "seconds": statistics.median(seconds), "n": n,
+            "draws": draws}
 
 
 def format_sweep(rows: list) -> str:
@@ -80,8 +91,9 @@ def plot_sweep(rows: list, path) -> str:
     for sampler in dict.fromkeys(r["sampler"] for r in rows):
         mine = sorted((r["steps"], r["swd"], r["seconds"]) for r in rows if r["sampler"] == sampler)
         ks, swd, seconds = zip(*mine)
-        ax_q.plot(ks, [v * 1e3 for v in swd], marker="o", label=sampler)
-        ax_t.plot(ks, seconds, marker="o", label=sampler)
+        label = "distilled students" if sampler == "student" else sampler
+        ax_q.plot(ks, [v * 1e3 for v in swd], marker="o", label=label)
+        ax_t.plot(ks, seconds, marker="o", label=label)
     floor = statistics.median(r["swd_floor"] for r in rows) * 1e3
     ax_q.axhline(floor, color="gray", linestyle="--", label="data-vs-data floor")
     for ax in (ax_q, ax_t):

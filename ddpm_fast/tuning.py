@@ -15,9 +15,11 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .constants import GRIDS
 from .data import make_dataset
+from .grids import timestep_grid
 from .metrics import sliced_wasserstein
-from .samplers import GRIDS, make_plan, schedule_tables, timestep_grid
+from .samplers import make_plan, schedule_tables
 
 log = logging.getLogger(__name__)
 

@@ -8,8 +8,8 @@ import torch
 import ddpm_fast as D
 from ddpm_fast.cli import main
 
-COMMANDS = ["demo", "train", "sample", "plot", "evaluate", "tune-steps", "bench", "bench-train", "time-to-quality",
-            "profile"]
+COMMANDS = ["demo", "train", "distill", "sample", "plot", "evaluate", "tune-steps", "bench", "bench-train",
+            "time-to-quality", "profile"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)

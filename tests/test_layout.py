@@ -103,9 +103,10 @@ def test_the_cycle_finder_finds_a_circle_closed_by_a_function_level_import(tmp_p
 # The layers, bottom up (docs/architecture.md): a module imports from its own layer or below.
 LAYERS = {
     "foundations": ("constants", "_values", "_checks", "_io", "_timing", "rows", "distributed"),
-    "model and maths": ("model", "schedule", "data", "samplers", "diffusion", "metrics", "checkpoint", "shards"),
+    "model and maths": ("model", "schedule", "data", "grids", "samplers", "diffusion", "metrics", "checkpoint",
+                        "shards"),
     "execution": ("kernels", "backends", "sampling"),
-    "training": ("training",),
+    "training": ("training", "distillation"),
     "studies": ("bench", "bench_train", "sweep", "tuning", "time_to_quality", "profiling", "plotting"),
     "front ends": ("cli", "__main__", ""),
 }
@@ -194,7 +195,9 @@ PUBLIC = {"available_backends": "backends.registry", "backend_names": "backends.
           "SamplerPlan": "samplers", "make_plan": "samplers", "p_sample_loop": "sampling", "sample": "sampling",
           "Schedule": "schedule", "make_schedule": "schedule", "load_samples": "shards",
           "RECIPES": "training.config", "TrainConfig": "training.config", "TrainResult": "training.loop",
-          "train": "training.loop", "available_samplers": ""}
+          "train": "training.loop", "available_samplers": "", "DistillConfig": "distillation.config",
+          "DistillResult": "distillation.loop", "distill": "distillation.loop",
+          "read_distill_state": "distillation.loop"}
 
 
 def test_every_public_name_is_its_object_whatever_was_imported_before():
@@ -214,8 +217,18 @@ def test_every_public_name_is_its_object_whatever_was_imported_before():
 OPTIONS_0_1_0 = Path(__file__).with_name("data") / "cli_options_0.1.0.json"
 # The changes made on purpose: --device of the sampling commands defaults to the GPU when there is
 # one (0.1.0's help showed the machine's own value), the backends are described in docs/, there
-# is one more backend, cpu-fused, and a CPU's chunks are sized to its cache.
-CHANGED = {("--device", "default"): "None",
+# is one more backend, cpu-fused, and a CPU's chunks are sized to its cache. With distilled students:
+# --sampler defaults to a student's own plan, and --checkpoint names the bundled students.
+STUDENT_SAMPLER = "(default: a distilled student's own plan, else ddpm)"
+CHANGED = {("--sampler", "default"): "None",
+           ("--sampler", "help"): f"ddpm: the original (all T steps); ddim, dpm++2m, unipc: few-step samplers "
+                                  f"{STUDENT_SAMPLER}",
+           ("bench", "--sampler", "help"): "comma-separated samplers (ddpm, ddim, dpm++2m, unipc, and student: a "
+                                           "distilled student's own plan), each a sweep of its own (default: student "
+                                           "for a distilled student, else ddpm)",
+           ("--checkpoint", "help"): "checkpoint file, or a bundled model: seed (the default: the original recipe), "
+                                     "best, or its distilled students distill-4, distill-2, distill-1",
+           ("--device", "default"): "None",
            ("--device", "help"): "where to sample: cpu, cuda or cuda:N (default: cuda when a GPU is available, "
                                  "else cpu)",
            ("--backend", "help"): "sampling backend (docs/backends.md)",
@@ -228,7 +241,8 @@ CHANGED = {("--device", "default"): "None",
                                      "rounding"}
 
 
-ADDED = {("train", "--precision")}  # options added since 0.1.0
+ADDED = {("train", "--precision"), ("evaluate", "--sweep-students")}  # options added since 0.1.0
+ADDED_COMMANDS = ("distill",)
 
 
 def _options(parser) -> dict:
@@ -242,14 +256,14 @@ def _options(parser) -> dict:
 def test_every_command_keeps_its_options_defaults_and_help():
     from ddpm_fast.cli import build_parser
     before, now = json.loads(OPTIONS_0_1_0.read_text()), _options(build_parser())
-    assert list(now) == list(before)
+    assert [command for command in now if command not in ADDED_COMMANDS] == list(before)
     for command, options in before.items():
         assert [flag for flag in now[command] if (command, flag) not in ADDED] == list(options), command
         for flag, fields in options.items():
             for field, value in fields.items():
                 if now[command][flag][field] != value:
-                    assert (flag, field) in CHANGED and now[command][flag][field] == CHANGED[flag, field], \
-                        (command, flag, field, value, now[command][flag][field])
+                    wanted = CHANGED.get((command, flag, field), CHANGED.get((flag, field)))
+                    assert now[command][flag][field] == wanted, (command, flag, field, value, now[command][flag][field])
 
 
 def test_the_torch_free_names_are_the_implementations_names():

@@ -8,7 +8,8 @@ import torch
 from helpers import SAMPLER_CASES, assert_close, float64_model, reference_plan_f64
 
 import ddpm_fast as D
-from ddpm_fast.samplers import A_EPS, P_M, P_S, P_Z, SAMPLERS, make_plan, schedule_tables, timestep_grid
+from ddpm_fast.grids import timestep_grid
+from ddpm_fast.samplers import A_EPS, P_M, P_S, P_Z, SAMPLERS, make_plan, schedule_tables
 
 # eager, compile and cpu-fused run torch's CPU kernels: CI runs them again on another CPU's MKL path
 BACKENDS = [pytest.param("eager", marks=pytest.mark.cpu_paths), pytest.param("compile", marks=pytest.mark.cpu_paths),

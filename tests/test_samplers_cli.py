@@ -88,7 +88,10 @@ def test_bench_two_samplers_side_by_side(tmp_path, capsys):
     (["tune-steps", "--steps", "200"], "steps=200 is more than the schedule's 100 timesteps"),
     (["sample", "--sampler", "ddim", "--grid", "99,,0"], "--grid '99,,0': a grid name or comma-separated integer"),
     (["evaluate", "--sweep", "--sampler", "unipc"], "--sampler apply without --sweep"),
-    (["evaluate", "--json", "x.json"], "--json and --plot write the --sweep table"),
+    (["evaluate", "--json", "x.json"], "--json, --plot and --sweep-students belong to --sweep"),
+    (["evaluate", "--sweep-students", "distill-1"], "--json, --plot and --sweep-students belong to --sweep"),
+    (["evaluate", "--sweep", "--sweep-students", "best"], "--sweep-students best: not a distilled student"),
+    (["bench", "--sampler", "student"], "--sampler student is a distilled student's own plan: this checkpoint is not"),
     (["bench", "--sampler", "ddim", "--steps", "200"], "steps=200 is more than the schedule's 100 timesteps"),
     (["profile", "--sampler", "dpm++2m", "--grid", "karras", "--steps", "90"], "repeats timesteps (0, 1, 2"),
 ])

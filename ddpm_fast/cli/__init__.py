@@ -1,5 +1,5 @@
-"""Command line: ``ddpm-fast {demo,train,sample,plot,evaluate,tune-steps,bench,bench-train,time-to-quality,profile}``
-(also ``python -m ddpm_fast``)."""
+"""Command line: ``ddpm-fast {train,distill,demo,sample,plot,evaluate,tune-steps,bench,bench-train,
+time-to-quality,profile}`` (also ``python -m ddpm_fast``)."""
 from __future__ import annotations
 
 import logging
@@ -10,7 +10,7 @@ import threading
 
 from .. import __version__
 from .._values import TooLarge
-from . import bench, evaluate, options, sample, train
+from . import bench, distill, evaluate, options, sample, train
 
 EXIT_OK = 0
 EXIT_FAILED_CASE = 1  # bench, bench-train: a case raised (the others were measured)
@@ -18,7 +18,7 @@ EXIT_ERROR = 2  # bad input, a missing GPU, an unwritable path: one line on stde
 EXIT_INTERRUPTED = 130  # Ctrl-C (a stopped training run exits 128 + the signal, after saving)
 
 SHARDED_COMMANDS = ("sample", "train", "bench")  # the others would run W copies writing the same files
-FAMILIES = (train, sample, evaluate, bench)  # each adds its commands' parsers, in the order of --help
+FAMILIES = (train, distill, sample, evaluate, bench)  # each adds its commands' parsers, in the order of --help
 
 
 def build_parser() -> options.Parser:

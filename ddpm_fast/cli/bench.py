@@ -22,8 +22,9 @@ def add_parsers(sub, command) -> None:
     p.add_argument("--warmup", type=options.non_negative_int, default=2, help="untimed calls after the first")
     p.add_argument("--json", help="write the results as JSON here (rewritten after every case)")
     p.add_argument("--plot", help="write the log-log throughput plot here (PNG)")
-    p.add_argument("--sampler", default="ddpm",
-                   help="comma-separated samplers (ddpm, ddim, dpm++2m, unipc), each a sweep of its own")
+    p.add_argument("--sampler",
+                   help="comma-separated samplers (ddpm, ddim, dpm++2m, unipc, and student: a distilled student's "
+                        "own plan), each a sweep of its own (default: student for a distilled student, else ddpm)")
     p.add_argument("--steps", default="", help="comma-separated steps, one per sampler (empty: their defaults)")
     p.add_argument("--priority", action="store_true",
                    help="most important rows first (eager fp32, then cudagraph/triton-fused in tf32, bf16, fp32)")
@@ -70,12 +71,19 @@ def cmd_bench(args) -> int:
         return _bench(args, str(ranks.device), args.quiet or not ranks.is_main, ranks)
 
 
-def _sampler_specs(samplers: str, steps: str) -> list[dict]:
+def _sampler_specs(samplers: str, steps: str, model) -> list[dict]:
     """--sampler a,b --steps K,L: [{"sampler": a, "steps": K}, ...]; no --steps: the defaults."""
-    given = options.names(samplers, SAMPLERS, "samplers")
+    from ..bench import STUDENT
+    given = options.names(samplers, (*SAMPLERS, STUDENT), "samplers")
     counts = options.int_list(steps, "--steps") if steps else [None] * len(given)
     if len(counts) != len(given):
         raise ValueError(f"--steps has {len(counts)} values for {len(given)} samplers: give one per sampler")
+    if STUDENT in given and model.student_plan is None:
+        raise ValueError("--sampler student is a distilled student's own plan: this checkpoint is not one "
+                         "(ddpm-fast distill makes them)")
+    own = len(model.student_plan["timesteps"]) if model.student_plan else None
+    if any(name == STUDENT and k not in (None, own) for name, k in zip(given, counts)):
+        raise ValueError(f"the student samples in its own {own} steps: leave its --steps empty or {own}")
     return [{"sampler": name, "steps": k} for name, k in zip(given, counts)]
 
 
@@ -89,12 +97,13 @@ def _bench(args, device: str, quiet: bool, ranks) -> int:
     precisions = options.names(args.precisions, PRECISIONS, "precisions", unique=True)
     ns = options.int_list(args.n, "--n")
     check_json_and_plot(args.json, args.plot)
-    samplers = _sampler_specs(args.sampler, args.steps)
     for n in ns:  # the largest N must fit before the sweep starts
         check_fits(n * 2 * 4, torch.device(device), f"N = {n} ([N, 2] float32)")
     model, schedule, _ = load(args.checkpoint, device)
+    samplers = _sampler_specs(args.sampler or ("student" if model.student_plan else "ddpm"), args.steps, model)
     for spec in samplers:  # each sampler and steps fit this model, before any timing
-        check_plan(model, schedule, spec)
+        if spec["sampler"] != "student":
+            check_plan(model, schedule, spec)
     save = saver(args.json, format_row) if ranks.is_main else None
     say(f"timing {len(backends)} backend(s) x {len(precisions)} precision(s) x {len(ns)} N "
         f"({args.warmup} warm-up and {args.repeats} timed calls each, after a matmul ceiling)"

@@ -63,8 +63,8 @@ def check_disk(directory: str, n_bytes: int, what: str) -> None:
 def check_plan(model, schedule, sampler_kwargs: dict, final_noise: bool = True):
     """The sampler flags make a plan for this model (steps, grid, eta, tuned grid): checked before
     anything is written or any long step starts. Returns the plan."""
-    from ..samplers import make_plan
-    return make_plan(schedule, final_noise=final_noise, tuned_grids=model.tuned_grids, **sampler_kwargs)
+    from ..samplers import make_plan, plan_sources
+    return make_plan(schedule, final_noise=final_noise, **plan_sources(model), **sampler_kwargs)
 
 
 def check_backend(backend: str, device: str, precision: str, point_steps: int | None = None) -> str:

@@ -24,6 +24,9 @@ def add_parsers(sub, command) -> None:
                    help="quality (SWD) and wall time vs number of steps for several samplers, as a table")
     p.add_argument("--sweep-samplers", default="ddpm,ddim,dpm++2m,unipc", help="--sweep: comma-separated samplers")
     p.add_argument("--sweep-steps", default="5,10,20,50,100", help="--sweep: comma-separated numbers of steps")
+    p.add_argument("--sweep-students", default="",
+                   help="--sweep: comma-separated distilled students (files, or bundled: distill-4,distill-2,"
+                        "distill-1), a row 'student' on their own plans")
     p.add_argument("--json", help="--sweep: write the rows as JSON here (rewritten after every row)")
     p.add_argument("--plot", help="--sweep: write the quality and time vs steps picture here (PNG)")
     p.set_defaults(func=cmd_evaluate)
@@ -52,8 +55,8 @@ def cmd_evaluate(args) -> int:
             raise ValueError(f"{', '.join(given)} apply without --sweep; --sweep runs each sampler on its default "
                              f"grid and prior (choose them with --sweep-samplers and --sweep-steps)")
         return _evaluate_sweep(args)
-    if args.json is not None or args.plot is not None:
-        raise ValueError("--json and --plot write the --sweep table; without --sweep evaluate prints JSON")
+    if args.json is not None or args.plot is not None or args.sweep_students:
+        raise ValueError("--json, --plot and --sweep-students belong to --sweep; without --sweep evaluate prints JSON")
     if args.samples is not None:
         given = [f"--{name}" for name in ("checkpoint", *SWEEP_ONLY) if getattr(args, name) not in (None, "ddpm")]
         if given or args.backend != "auto":
@@ -114,6 +117,7 @@ def _evaluate_sweep(args) -> int:
     check_json_and_plot(args.json, args.plot)
     device, say, json_path = args.device or options.default_device(), Status(args.command, args.quiet), args.json
     model, schedule, _ = load(args.checkpoint, device)
+    students = _students(args.sweep_students, device)
     rows = []
 
     def save(row):  # after every row, so a sweep cut short keeps what it measured
@@ -126,11 +130,22 @@ def _evaluate_sweep(args) -> int:
 
     quality_sweep(model, schedule, samplers, steps, n=args.n, draws=args.draws, dataset=args.dataset,
                   backend=args.backend, precision=args.precision, device=device, seed=args.seed, on_row=save,
-                  compile_mode=args.compile_mode)
+                  compile_mode=args.compile_mode, students=students)
     print(format_sweep(rows))
     if args.plot is not None:
         print(f"picture: {plot_sweep(rows, args.plot)}")
     return 0
+
+
+def _students(names: str, device: str) -> list:
+    """--sweep-students: each a checkpoint with its own plan, loaded before the sweep starts."""
+    students = []
+    for name in filter(None, (part.strip() for part in names.split(","))):
+        student, _, _ = load(name, device)
+        if student.student_plan is None:
+            raise ValueError(f"--sweep-students {name}: not a distilled student (ddpm-fast distill makes them)")
+        students.append(student)
+    return students
 
 
 def cmd_tune_steps(args) -> int:

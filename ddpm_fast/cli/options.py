@@ -144,8 +144,9 @@ def sampler_kwargs(args) -> dict:
 
 
 def add_sampler_options(p) -> None:
-    p.add_argument("--sampler", default="ddpm", choices=SAMPLERS,
-                   help="ddpm: the original (all T steps); ddim, dpm++2m, unipc: few-step samplers")
+    p.add_argument("--sampler", choices=SAMPLERS,
+                   help="ddpm: the original (all T steps); ddim, dpm++2m, unipc: few-step samplers (default: "
+                        "a distilled student's own plan, else ddpm)")
     p.add_argument("--steps", type=positive_int,
                    help="sampler steps K (default: T for ddpm, 10 for the others)")
     add_plan_options(p)
@@ -164,7 +165,7 @@ def add_common(p, n_default, backend=True, n_type=positive_int, sampler=None) ->
     """The options of the commands that load a model: checkpoint, device, seed, N, backend, sampler."""
     sampler = backend if sampler is None else sampler
     p.add_argument("--checkpoint", help="checkpoint file, or a bundled model: seed (the default: the original "
-                                        "recipe) or best")
+                                        "recipe), best, or its distilled students distill-4, distill-2, distill-1")
     p.add_argument("--device", type=device, help="where to sample: cpu, cuda or cuda:N (default: cuda when a GPU "
                                                   "is available, else cpu)")
     p.add_argument("--seed", type=non_negative_int, default=0, help="seed of the sampler's noise")

@@ -128,12 +128,13 @@ def cmd_demo(args) -> int:
     from ..data import make_dataset
     from ..metrics import quality_report
     from ..plotting import plot_dataset
-    from .common import check_backend
+    from .common import check_backend, check_plan
     device, say = args.device or options.default_device(), Status(args.command, args.quiet)
     out = args.out
     check_outputs(out, (*PICTURES, "samples.png"))
     model, schedule, _ = load(args.checkpoint, device)
-    values = dict(device=device, backend=check_backend("auto", device, args.precision, args.n * schedule.n_steps),
+    steps = check_plan(model, schedule, {}).steps  # T, or a distilled student's own K
+    values = dict(device=device, backend=check_backend("auto", device, args.precision, args.n * steps),
                   precision=args.precision,
                   compile_mode=args.compile_mode, say=say)
     say("warm-up call (compilation and capture are not timed)")
@@ -144,9 +145,9 @@ def cmd_demo(args) -> int:
     plot_dataset(points, os.path.join(out, "samples.png"), title=f"{args.n} samples ({backend}, {args.precision})")
     draw_pictures(model, schedule, out, make_dataset("s_curve", args.n, seed=args.seed), 2000, dataset="s_curve",
                   seed=args.seed, sampling={}, **values)
-    print(f"sampled {args.n} points x {schedule.n_steps} steps with backend {backend!r} "
+    print(f"sampled {args.n} points x {steps} steps with backend {backend!r} "
           f"({args.precision}) on {device} in {seconds:.3f} s "
-          f"({args.n * schedule.n_steps / seconds / 1e6:.2f} M point-steps/s)")
+          f"({args.n * steps / seconds / 1e6:.2f} M point-steps/s)")
     print(f"quality vs fresh data: SWD {report['swd']:.5f} (data-vs-data floor {report['swd_floor']:.5f}), "
           f"MMD² {report['mmd']:.2e} (floor {report['mmd_floor']:.2e})")
     print(f"pictures in {out}/: dataset.png q_grid.png samples.png reverse_trajectory.png reverse.gif")

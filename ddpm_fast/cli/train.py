@@ -200,7 +200,8 @@ class StopOnSignal:
     then saved; a second Ctrl-C quits at once (the last periodic checkpoint stays). A signal that
     arrives while a checkpoint is being written waits for the write."""
 
-    def __init__(self) -> None:
+    def __init__(self, command: str = "train", saving: str = "the last finished epoch") -> None:
+        self.command, self.saving_what = command, saving
         self.signum = None
         self.saving = False
         self._previous = {}
@@ -218,9 +219,8 @@ class StopOnSignal:
     def requested(self) -> bool:
         return self.signum is not None
 
-    @staticmethod
-    def _tell(message: str) -> None:  # os.write: print() inside a signal handler can collide with tqdm's write
-        os.write(2, f"ddpm-fast train: {message}\n".encode())
+    def _tell(self, message: str) -> None:  # os.write: print() inside a signal handler can collide with tqdm's
+        os.write(2, f"ddpm-fast {self.command}: {message}\n".encode())
 
     def _handle(self, signum, frame) -> None:
         if self.saving:  # a save takes a moment; cutting it short would only lose it
@@ -230,7 +230,7 @@ class StopOnSignal:
         if self.signum is not None:  # a second Ctrl-C: stop now, keep the last periodic checkpoint
             raise KeyboardInterrupt
         self.signum = signum
-        self._tell(f"{signal.Signals(signum).name}: saving the last finished epoch (press Ctrl-C again to quit "
+        self._tell(f"{signal.Signals(signum).name}: saving {self.saving_what} (press Ctrl-C again to quit "
                    "without saving)")
 
 

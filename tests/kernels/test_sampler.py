@@ -47,6 +47,25 @@ def test_fused_every_sampler_parity(device, trained, case, n):
         assert torch.equal(traj[-1], out)
 
 
+@pytest.mark.parametrize("name", ["distill-4", "distill-2", "distill-1"])
+@pytest.mark.parametrize("n", [1, 7, 1000, 4097])
+def test_fused_runs_each_bundled_students_own_plan(device, name, n):
+    """A distilled student's plan (its own timesteps) in one launch, every state against float64, and
+    sample()'s default on triton-fused against eager."""
+    student, sched = D.load_pretrained(name, device=device)
+    plan = make_plan(sched, student_plan=student.student_plan)
+    x_T = torch.randn(n, 2, device=device) * plan.prior_std
+    spec = student.student_plan
+    expected = reference_plan_f64(student, sched, x_T, None, sampler=spec["sampler"], grid=spec["timesteps"],
+                                  prior=spec["prior"])
+    for precision in precisions_for(device):
+        out, traj = sample_fused(mlp_weights(student), x_T, plan, precision=precision, keep_every=1)
+        assert traj.shape == (len(spec["timesteps"]) + 1, n, 2)
+        assert_close(traj, expected, precision)
+    fused = D.sample(student, n, x_T=x_T, backend="triton-fused", device=device)
+    assert_close(fused, D.sample(student, n, x_T=x_T, backend="eager", device=device), "fp32")
+
+
 def test_in_kernel_noise_deterministic_block_independent_and_shared_with_step(device, trained):
     model, sched = trained[0].to(device), trained[1].to(device)
     x_T = torch.randn(100, 2, device=device)
