@@ -108,7 +108,10 @@ def test_student_checkpoint_round_trip(student, tmp_path):
     ({"steps": 2, "timesteps": (99, 50)}, r"must be strictly decreasing, start at 99 and lie on the teacher's"),
     ({"steps": 2, "timesteps": (52, 29)}, r"start at 99"),
     ({"steps": 3, "method": "progressive", "start_steps": 9}, r"start_steps 9 must be steps \(3\) x 2\^r"),
-    ({"steps": 2, "timesteps": (99, 29), "method": "progressive"}, "need method 'trajectory'"),
+    ({"steps": 2, "timesteps": (99, 29), "method": "progressive"}, "timesteps is not a setting of method"),
+    ({"start_steps": 64}, "start_steps is not a setting of method 'trajectory'"),
+    ({"teacher_sampler": "ddpm"}, "must be deterministic and start from the matched prior"),
+    ({"teacher_sampler": "ddim", "method": "progressive"}, "teacher_sampler is not a setting of method 'progressive'"),
     ({"backend": "cudagraph"}, "distill runs on backend eager or compile, not 'cudagraph'"),
 ])
 def test_bad_settings_are_refused(teacher, options, message):
@@ -119,8 +122,17 @@ def test_bad_settings_are_refused(teacher, options, message):
 def test_a_student_is_not_a_teacher(student, tmp_path):
     path = tmp_path / "student.pt"
     save_checkpoint(path, student, D.make_schedule(), {"student_plan": student.student_plan})
-    with pytest.raises(ValueError, match="is a distilled student: distill from the model it was distilled from"):
-        D.distill(str(path), 1, progress=False, **SHORT)
+    for teacher in (str(path), student):
+        with pytest.raises(ValueError, match="is a distilled student: distill from the model it was distilled"):
+            D.distill(teacher, 1, progress=False, **SHORT)
+
+
+def test_progressive_draws_the_teachers_own_training_data(tmp_path):
+    trained = D.train(D.TrainConfig(dataset="moons", epochs=1, n_points=300, snapshot_every=0), progress=False)
+    path = tmp_path / "moons.pt"
+    save_checkpoint(path, trained.model, trained.schedule, trained.metadata())
+    result = D.distill(str(path), 2, "progressive", start_steps=4, progress=False, **SHORT)
+    assert result.method_details["dataset"] == "moons"
 
 
 def test_resuming_with_other_settings_or_another_teacher_is_refused(teacher, tmp_path):
@@ -130,6 +142,11 @@ def test_resuming_with_other_settings_or_another_teacher_is_refused(teacher, tmp
         D.distill(teacher, progress=False, resume=resume, **{**config, "lr": 0.5})
     with pytest.raises(ValueError, match="distilled from another teacher"):
         D.distill(D.load_pretrained("seed")[0], progress=False, resume=resume, **config)
+    with pytest.raises(ValueError, match="drew its numbers on cpu with backend eager: resume it there"):
+        D.distill(teacher, progress=False, resume=resume, backend="compile", **config)
+    student, state = resume
+    with pytest.raises(ValueError, match="the state to resume is damaged: 9 steps done of 4"):
+        D.distill(teacher, progress=False, resume=(student, {**state, "iteration": 9}), **config)
 
 
 CLI = ["distill", "--iterations", "4", "--batch-size", "32", "--quiet"]
@@ -160,7 +177,7 @@ def test_cli_interrupted_and_resumed_equals_uninterrupted(tmp_path, capsys, monk
     whole, parts = str(tmp_path / "whole"), str(tmp_path / "parts")
     assert main([*CLI, "--steps", "2,1", "--out", whole]) == 0
     capsys.readouterr()
-    monkeypatch.setattr("ddpm_fast.cli.distill.StopOnSignal", _StopAfter(2))
+    monkeypatch.setattr("ddpm_fast.cli.distill.StopOnSignal", _StopAfter(3))  # 1 poll before, 1 a step
     assert main([*CLI, "--steps", "2,1", "--out", parts]) == 128 + 15  # stopped: SIGTERM's exit code
     report = json.loads(capsys.readouterr().out)
     assert report["students"][0]["iterations_done"] == 3 and report["resume_with"].endswith("--resume")
@@ -175,12 +192,17 @@ def test_cli_interrupted_and_resumed_equals_uninterrupted(tmp_path, capsys, monk
         assert meta["distill"]["teacher"]["source"] == "best" and meta["student_plan"]["sampler"] == "ddim"
 
 
-def test_cli_resume_keeps_finished_students(tmp_path, capsys):
+def test_cli_resume_keeps_finished_students_that_match(tmp_path, capsys):
     out = str(tmp_path)
     assert main([*CLI, "--steps", "1", "--out", out]) == 0
     capsys.readouterr()
     assert main([*CLI, "--steps", "1", "--out", out, "--resume"]) == 0
     assert json.loads(capsys.readouterr().out)["students"] == []
+    assert main([*CLI, "--steps", "1", "--out", out, "--resume", "--lr", "0.5"]) == 2  # not what the file holds
+    assert "is a finished student of 'best' with other settings (lr): pass --overwrite" in capsys.readouterr().err
+    save_checkpoint(tmp_path / "distill-1.pt", *D.load_pretrained("best"))
+    assert main([*CLI, "--steps", "1", "--out", out, "--resume"]) == 2
+    assert "distill-1.pt: not a distilled student; pass --overwrite to replace it" in capsys.readouterr().err
 
 
 def test_cli_distills_a_checkpoint_of_its_own_training(tmp_path, capsys):
@@ -206,3 +228,14 @@ def test_the_sampling_commands_run_a_students_own_plan(tmp_path, capsys):
     rows = json.loads(path.read_text())["rows"]
     assert [(r["sampler"], r["steps"]) for r in rows] == [("student", 1)]
     assert rows[0]["samples_per_s"] == rows[0]["point_steps_per_s"]  # one model call a point
+
+
+def test_cli_stop_between_students_starts_no_other(tmp_path, capsys, monkeypatch):
+    """A stop asked during the first student's last step is honoured before the second starts."""
+    out = tmp_path / "out"
+    # polls: before student 1, after its steps 1-3 (none after the last), before student 2: the 5th stops
+    monkeypatch.setattr("ddpm_fast.cli.distill.StopOnSignal", _StopAfter(4))
+    assert main([*CLI, "--steps", "2,1", "--out", str(out)]) == 128 + 15
+    report = json.loads(capsys.readouterr().out)
+    assert [row["steps"] for row in report["students"]] == [2] and report["students"][0]["iterations_done"] == 4
+    assert (out / "distill-2.pt").exists() and not (out / "distill-1.pt").exists()

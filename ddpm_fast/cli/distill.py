@@ -6,15 +6,15 @@ import math
 import os
 import shlex
 import signal
-from dataclasses import fields
+from dataclasses import asdict, dataclass, fields, replace
 
-from ..constants import DISTILL_BACKENDS, DISTILL_METHODS, PRETRAINED, SAMPLERS
+from ..constants import DATASETS, DISTILL_BACKENDS, DISTILL_METHODS, PRETRAINED, SAMPLERS
 from . import options
 from .common import Status
 from .train import StopOnSignal
 
 DISTILL_FLAGS = ("method", "iterations", "batch_size", "lr", "seed", "teacher_sampler", "teacher_steps", "timesteps",
-                 "start_steps")
+                 "start_steps", "dataset")
 
 
 def add_parsers(sub, command) -> None:
@@ -45,9 +45,14 @@ def add_parsers(sub, command) -> None:
                         "teacher's (default: evenly spread over them)")
     p.add_argument("--start-steps", type=options.positive_int,
                    help="progressive: the first teacher's DDIM steps, K x 2^r (default: the largest up to 64)")
-    p.add_argument("--device", type=options.device, default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
-    p.add_argument("--backend", choices=DISTILL_BACKENDS, default="eager",
-                   help="eager, or compile (the student's loss through torch.compile) (default: eager)")
+    p.add_argument("--dataset", choices=DATASETS,
+                   help="progressive: the data x_t is drawn from (default: the teacher's training data, else "
+                        "s_curve)")
+    p.add_argument("--device", type=options.device,
+                   help="cpu, cuda or cuda:N (default: cpu; with --resume, the run's own)")
+    p.add_argument("--backend", choices=DISTILL_BACKENDS,
+                   help="eager, or compile (the student's loss through torch.compile) (default: eager; with "
+                        "--resume, the run's own)")
     p.add_argument("--resume", action="store_true", help="continue the students in --out (finished ones are kept)")
     p.add_argument("--overwrite", action="store_true", help="replace students already in --out")
     p.add_argument("--save-every", type=options.non_negative_int, default=500,
@@ -59,7 +64,7 @@ def add_parsers(sub, command) -> None:
 def _configs(args) -> list:
     """One DistillConfig per --steps value, every flag checked before any work."""
     from ..distillation import DistillConfig
-    given = {name: getattr(args, name) for name in DISTILL_FLAGS if getattr(args, name) is not None}
+    given = _given(args)
     steps = options.int_list(args.steps, "--steps")
     if len(set(steps)) != len(steps):
         raise ValueError(f"--steps {args.steps}: each student once")
@@ -69,30 +74,61 @@ def _configs(args) -> list:
     return [DistillConfig(steps=k, **{name: value for name, value in given.items() if name in known}) for k in steps]
 
 
-def _plan(paths: dict, args, say: Status) -> dict:
-    """steps -> (path, resume or None) for the students still to distill; finished ones are said and left."""
-    from ..distillation import read_distill_state
-    todo = {}
-    for k, path in paths.items():
-        if not os.path.exists(path):
-            todo[k] = (path, None)
-        elif args.overwrite:
-            todo[k] = (path, None)
-        elif not args.resume:
+@dataclass(frozen=True)
+class StudentJob:
+    """One student still to distill, every flag checked: what ``cmd_distill`` hands on."""
+    config: object  # a DistillConfig
+    path: str
+    resume: tuple | None  # (student, state) of its unfinished run, or None for a new one
+    device: str
+    backend: str
+
+
+def _given(args) -> dict:
+    return {name: getattr(args, name) for name in DISTILL_FLAGS if getattr(args, name) is not None}
+
+
+def _check_finished(path: str, metadata: dict, args) -> None:
+    """A finished student that --resume keeps must be the one these flags ask for."""
+    from ..distillation import DistillConfig
+    made = metadata.get("distill") or {}
+    if metadata.get("student_plan") is None or not isinstance(made.get("config"), dict):
+        raise ValueError(f"{path}: not a distilled student; pass --overwrite to replace it")
+    wanted = asdict(replace(DistillConfig(**made["config"]), **_given(args)))
+    differ = sorted(k for k in wanted if wanted[k] != made["config"].get(k))
+    if differ or (made.get("teacher") or {}).get("source") != args.checkpoint:
+        raise ValueError(f"{path} is a finished student of {(made.get('teacher') or {}).get('source')!r} with "
+                         f"other settings ({', '.join(differ) or 'the teacher'}): pass --overwrite to distill it "
+                         "again")
+
+
+def _jobs(args, configs: list, paths: dict, say: Status) -> list:
+    """The students still to distill; finished ones (with --resume) are checked, said and left."""
+    from ..checkpoint import read_checkpoint
+    from ..distillation import DistillConfig, read_distill_state
+    jobs = []
+    for config in configs:
+        path = paths[config.steps]
+        if not os.path.exists(path) or args.overwrite:
+            jobs.append(StudentJob(config, path, None, args.device or "cpu", args.backend or "eager"))
+            continue
+        if not args.resume:
             raise FileExistsError(17, "holds a student: pass --resume to continue an unfinished one or --overwrite "
                                       "to distill it again", path)
-        else:
-            try:
-                todo[k] = (path, read_distill_state(path))
-                say(f"resuming {path} after {todo[k][1][1]['iteration']} steps")
-            except ValueError as err:
-                if "holds no distillation state" not in str(err):
-                    raise
-                say(f"{path} is finished: kept")
-    return todo
+        _, _, metadata, state = read_checkpoint(path)
+        if state is None:
+            _check_finished(path, metadata, args)
+            say(f"{path} is finished: kept")
+            continue
+        student, state = read_distill_state(path)
+        config = replace(DistillConfig(**state["config"]), **_given(args))  # the run's own, and any flag given
+        jobs.append(StudentJob(config, path, (student, state), args.device or state.get("device", "cpu"),
+                               args.backend or state.get("backend", "eager")))
+        say(f"resuming {path} after {state['iteration']} steps")
+    return jobs
 
 
-def _distill_one(args, config, path: str, resume, stop: StopOnSignal, say: Status):
+def _distill_one(args, job: StudentJob, stop: StopOnSignal, say: Status):
     """One student, saved every --save-every steps, on a stop, and finished (without its state) at the end."""
     from ..checkpoint import save_checkpoint
     from ..distillation import distill
@@ -108,12 +144,13 @@ def _distill_one(args, config, path: str, resume, stop: StopOnSignal, say: Statu
         finally:
             stop.saving = False
 
+    config, path = job.config, job.path
     settings = {f.name: getattr(config, f.name) for f in fields(config) if f.name not in ("steps", "method")}
     say(f"distilling a {config.steps}-step student of {args.checkpoint} into {path} ({config.method}, "
-        f"{config.total_iterations} steps on {args.device}, {args.backend})")
-    result = distill(args.checkpoint, config.steps, config.method, device=args.device, backend=args.backend,
-                     progress=not args.quiet, resume=resume, should_stop=lambda: stop.requested, on_checkpoint=save,
-                     checkpoint_every=args.save_every, **settings)
+        f"{config.total_iterations} steps on {job.device}, {job.backend})")
+    result = distill(args.checkpoint, config.steps, config.method, device=job.device, backend=job.backend,
+                     progress=not args.quiet, resume=job.resume, should_stop=lambda: stop.requested,
+                     on_checkpoint=save, checkpoint_every=args.save_every, **settings)
     loss = result.final_loss()
     if loss is not None and not math.isfinite(loss):
         raise ValueError(f"distillation diverged: the loss of the last steps is {loss}; {path} keeps its last "
@@ -129,35 +166,31 @@ def _row(path: str, result) -> dict:
             "wall_time_s": round(result.wall_time_s, 1), "compile_s": round(result.compile_s, 1)}
 
 
-def cmd_distill(args) -> int:
-    from dataclasses import replace
+def _stopped(args, rows: list, stop: StopOnSignal, say: Status) -> int:
+    command = f"ddpm-fast distill --checkpoint {shlex.quote(args.checkpoint)} --steps {args.steps} " \
+              f"--out {shlex.quote(args.out)} --resume"
+    print(json.dumps({"students": rows, "resume_with": command}, indent=2))
+    say(f"stopped; resume with: {command}", always=True)
+    return 128 + (stop.signum or signal.SIGTERM)
 
+
+def cmd_distill(args) -> int:
     from .._io import check_outputs
-    from ..distillation import DistillConfig
     say = Status(args.command, args.quiet)
     if args.resume and args.overwrite:
         raise ValueError("--resume continues the students in --out and --overwrite replaces them: pass one")
     configs = _configs(args)
     paths = dict(zip([c.steps for c in configs],
                      check_outputs(args.out, [f"distill-{c.steps}.pt" for c in configs])))
-    todo = _plan(paths, args, say)
-    given = {name: getattr(args, name) for name in DISTILL_FLAGS if getattr(args, name) is not None}
+    jobs = _jobs(args, configs, paths, say)
     rows = []
     with StopOnSignal("distill", "the last step") as stop:
-        for config in configs:
-            if config.steps not in todo:
-                continue
-            path, resume = todo[config.steps]
-            if resume is not None:  # the run's own settings, with any flag given (which must agree)
-                config = replace(DistillConfig(**resume[1]["config"]), **given)
-            result = _distill_one(args, config, path, resume, stop, say)
-            rows.append(_row(path, result))
+        for job in jobs:
+            if stop.requested:  # a stop during the previous student's last step or save: start no other
+                return _stopped(args, rows, stop, say)
+            result = _distill_one(args, job, stop, say)
+            rows.append(_row(job.path, result))
             if result.interrupted:
-                command = f"ddpm-fast distill --checkpoint {shlex.quote(args.checkpoint)} --steps {args.steps} " \
-                          f"--out {shlex.quote(args.out)} --resume"
-                print(json.dumps({"students": rows, "resume_with": command}, indent=2))
-                say(f"stopped after {result.iteration} of {result.config.total_iterations} steps; resume with: "
-                    f"{command}", always=True)
-                return 128 + (stop.signum or signal.SIGTERM)
+                return _stopped(args, rows, stop, say)
     print(json.dumps({"students": rows}, indent=2))
     return 0

@@ -15,10 +15,13 @@ make it (docs/distillation.md):
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from .._values import check_count, check_seed
 from ..constants import DATASETS, DISTILL_METHODS, SAMPLERS
+
+TRAJECTORY_ONLY = ("teacher_sampler", "teacher_steps", "timesteps")
+PROGRESSIVE_ONLY = ("start_steps", "dataset", "data_size")
 
 
 @dataclass(frozen=True)
@@ -33,26 +36,28 @@ class DistillConfig:
     teacher_steps: int = 12  # trajectory: its steps, on its default grid
     timesteps: tuple | None = None  # trajectory: the student's, a subset of the teacher's (default: evenly spread)
     start_steps: int | None = None  # progressive: the first teacher's DDIM steps (default: steps x 2^r <= 64)
-    dataset: str = "s_curve"  # progressive: the data x_t is drawn from
+    dataset: str | None = None  # progressive: the data x_t is drawn from (None: the teacher's training data)
     data_size: int = 100_000  # progressive: points of it, drawn once from ``seed``
 
     def __post_init__(self):
         for name in ("steps", "iterations", "batch_size", "teacher_steps", "data_size"):
             check_count(getattr(self, name), name, minimum=1)
+        if self.start_steps is not None:
+            check_count(self.start_steps, "start_steps", minimum=1)
         check_seed(self.seed)
         if self.method not in DISTILL_METHODS:
             raise ValueError(f"unknown method {self.method!r}; known methods: {', '.join(DISTILL_METHODS)}")
+        self._check_method_settings()
         if self.teacher_sampler not in SAMPLERS:
             raise ValueError(f"unknown teacher_sampler {self.teacher_sampler!r}; known: {', '.join(SAMPLERS)}")
-        if self.dataset not in DATASETS:
+        if self.dataset is not None and self.dataset not in DATASETS:
             raise ValueError(f"unknown dataset {self.dataset!r}; known datasets: {', '.join(DATASETS)}")
         if isinstance(self.lr, bool) or not isinstance(self.lr, (int, float)) or not 0 < self.lr < float("inf"):
             raise ValueError(f"lr must be a positive number, got {self.lr!r}")
         if self.timesteps is not None:
             object.__setattr__(self, "timesteps", tuple(self.timesteps))
-            if self.method != "trajectory" or len(self.timesteps) != self.steps:
-                raise ValueError(f"timesteps {list(self.timesteps)} need method 'trajectory' and {self.steps} "
-                                 "of them (steps)")
+            if len(self.timesteps) != self.steps:
+                raise ValueError(f"timesteps {list(self.timesteps)} are not {self.steps} (steps)")
         if self.method == "trajectory" and self.steps > self.teacher_steps:
             raise ValueError(f"a {self.steps}-step student cannot copy a {self.teacher_steps}-step teacher's "
                              "trajectory: use more teacher_steps")
@@ -63,6 +68,15 @@ class DistillConfig:
                 raise ValueError(f"start_steps {start} must be steps ({self.steps}) x 2^r with r >= 1: each round "
                                  "halves the steps")
             object.__setattr__(self, "start_steps", start)
+
+    def _check_method_settings(self) -> None:
+        """A setting of the other method would be silently ignored: refused instead."""
+        other = PROGRESSIVE_ONLY if self.method == "trajectory" else TRAJECTORY_ONLY
+        defaults = {f.name: f.default for f in fields(self)}
+        given = [name for name in other if getattr(self, name) != defaults[name]]
+        if given:
+            raise ValueError(f"{', '.join(given)} {'is' if len(given) == 1 else 'are'} not a setting of method "
+                             f"{self.method!r}")
 
     def default_start_steps(self) -> int:
         start = self.steps

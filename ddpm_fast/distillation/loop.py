@@ -8,10 +8,9 @@ until the state is saved: no host read inside the loop.
 from __future__ import annotations
 
 import copy
-import logging
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Callable
 
 import torch
@@ -26,12 +25,12 @@ from ..data import make_dataset
 from ..distributed import tensors_sha256
 from ..model import MLPDiffusion, check_model_steps
 from ..rows import derive_seed
+from ..samplers import SamplerPlan, make_plan, plan_sources
 from ..schedule import Schedule, make_schedule
-from ..training.steps import lr_table, make_optimizer
+from ..training.steps import learning_rate_on, lr_table, make_optimizer
 from .config import DistillConfig
 from .targets import ProgressiveTargets, TrajectoryTargets, describe_method, student_loss, student_spec
 
-log = logging.getLogger(__name__)
 CLIP_NORM = 1.0  # the gradient norm clip of train's recipes
 
 
@@ -50,16 +49,15 @@ class DistillResult:
     round_teacher: nn.Module | None = None  # progressive: the round's teacher (a previous student)
     device: str = "cpu"
     backend: str = "eager"
-    compile_s: float = 0.0
-    extra: dict = field(default_factory=dict)
+    compile_s: float = 0.0  # the first (compiling) step's seconds with backend "compile", inside wall_time_s
 
     @property
     def done(self) -> bool:
         return self.iteration >= self.config.total_iterations
 
     @property
-    def plan(self):
-        from ..samplers import make_plan, plan_sources
+    def plan(self) -> SamplerPlan:
+        """The student's plan (its current round's, for an unfinished progressive run)."""
         return make_plan(self.schedule, **plan_sources(self.student))
 
     def final_loss(self) -> float | None:
@@ -81,29 +79,47 @@ class DistillResult:
         state = {"kind": "distill", "config": asdict(self.config), "iteration": self.iteration,
                  "losses": self.losses.detach().cpu(), "optimizer_state": self.optimizer.state_dict(),
                  "teacher": self.teacher, "wall_time_s": self.wall_time_s, "torch_version": str(torch.__version__),
-                 "num_threads": torch.get_num_threads()}
+                 "num_threads": torch.get_num_threads(), "device": torch.device(self.device).type,
+                 "backend": self.backend}
         if self.round_teacher is not None:
             state["round_teacher"] = {k: v.detach().cpu() for k, v in self.round_teacher.state_dict().items()}
         return state
 
 
 def _teacher(teacher, device: torch.device) -> tuple:
-    """(model, schedule, provenance) of a model, checkpoint path or bundled name, on ``device``."""
+    """(model, schedule, provenance, the dataset it was trained on) of a model, checkpoint path or bundled
+    name, on ``device``."""
     if isinstance(teacher, MLPDiffusion):
-        return teacher, None, {"source": "model"}
-    if not isinstance(teacher, str):
+        model, schedule, provenance, metadata = teacher, None, {"source": "model"}, {}
+    elif isinstance(teacher, str):
+        path = pretrained_path(teacher) if teacher in PRETRAINED else teacher
+        model, schedule, metadata = load_checkpoint(path, map_location=device)
+        provenance = {"source": teacher}
+    else:
         raise TypeError(f"teacher must be an MLPDiffusion, a checkpoint path or a bundled model's name, got "
                         f"{type(teacher).__name__}")
-    path = pretrained_path(teacher) if teacher in PRETRAINED else teacher
-    model, schedule, metadata = load_checkpoint(path, map_location=device)
     if model.student_plan is not None:
-        raise ValueError(f"{teacher!r} is a distilled student: distill from the model it was distilled from")
-    return model, schedule, {"source": teacher}
+        raise ValueError(f"the teacher ({provenance['source']}) is a distilled student: distill from the model it "
+                         "was distilled from")
+    dataset = (metadata.get("train_config") or {}).get("dataset")
+    return model, schedule, provenance, dataset
 
 
-def _check_resume(state, config: DistillConfig, teacher: dict) -> dict:
-    if not isinstance(state, dict) or state.get("kind") != "distill":
+def _check_resume(state, config: DistillConfig, teacher: dict, device: torch.device, backend: str) -> dict:
+    needed = ("config", "iteration", "losses", "optimizer_state", "teacher", "wall_time_s")
+    if not isinstance(state, dict) or state.get("kind") != "distill" or any(k not in state for k in needed):
         raise ValueError("resume must be the state of a distillation run (read_distill_state)")
+    done, total = state["iteration"], config.total_iterations
+    if not 0 <= done < total or tuple(state["losses"].shape) != (total,):
+        raise ValueError(f"the state to resume is damaged: {done} steps done of {total}, "
+                         f"{list(state['losses'].shape)} losses")
+    if config.method == "progressive" and done % config.iterations and done >= config.iterations \
+            and not isinstance(state.get("round_teacher"), dict):
+        raise ValueError("the state to resume is damaged: it has no teacher for its round")
+    then = (state.get("device"), state.get("backend"))
+    if then != (device.type, backend):
+        raise ValueError(f"the run to resume drew its numbers on {then[0]} with backend {then[1]}: resume it "
+                         f"there (device {then[0]!r}, backend {then[1]!r}), not on {device.type} with {backend}")
     if state["config"] != asdict(config):
         differ = sorted(k for k in state["config"] if state["config"][k] != asdict(config).get(k))
         raise ValueError(f"the run to resume was distilled with other settings ({', '.join(differ)})")
@@ -118,11 +134,12 @@ def _check_resume(state, config: DistillConfig, teacher: dict) -> dict:
     return state
 
 
-def _make_targets(config: DistillConfig, teacher, schedule, device):
+def _make_targets(config: DistillConfig, teacher, schedule, device, teacher_dataset: str | None):
     if config.method == "trajectory":
         return TrajectoryTargets(teacher, schedule, config, device)
-    data = make_dataset(config.dataset, config.data_size, seed=config.seed).to(device)
-    return ProgressiveTargets(schedule, config, data, device)
+    dataset = config.dataset or teacher_dataset or "s_curve"
+    data = make_dataset(dataset, config.data_size, seed=config.seed).to(device)
+    return ProgressiveTargets(schedule, config, dataset, data, device)
 
 
 def read_distill_state(path) -> tuple:
@@ -167,6 +184,7 @@ def _resume_into(result: DistillResult, targets, state: dict, saved_student: nn.
         round_teacher = _frozen_copy(round_teacher.to(device))
     _start_round(result, targets, round_index, round_teacher)
     result.optimizer.load_state_dict(state["optimizer_state"])
+    learning_rate_on(result.optimizer, device)  # loaded as saved: a CUDA run's rate back on the device
 
 
 def _update(result: DistillResult, loss: torch.Tensor, rate: torch.Tensor) -> None:
@@ -202,6 +220,8 @@ def _run(result: DistillResult, targets, teacher, progress: bool, should_stop, o
             _update(result, loss, rates[i % config.iterations])
             result.losses[i] = loss.detach()
             if result.backend == "compile" and not result.compile_s:  # the first step compiles: reported apart
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)  # once, after the compiling step
                 result.compile_s = time.perf_counter() - first
             result.iteration = i + 1
             result.wall_time_s = before + time.perf_counter() - start
@@ -234,7 +254,7 @@ def distill(teacher, steps: int = 4, method: str = "trajectory", *, schedule: Sc
     device = check_device(device)
     if backend not in DISTILL_BACKENDS:
         raise ValueError(f"distill runs on backend {' or '.join(DISTILL_BACKENDS)}, not {backend!r}")
-    teacher, teacher_schedule, provenance = _teacher(teacher, device)
+    teacher, teacher_schedule, provenance, teacher_dataset = _teacher(teacher, device)
     schedule = schedule or teacher_schedule or make_schedule(teacher.config.n_steps)
     check_model_steps(teacher, schedule.n_steps)
     teacher = _frozen_copy(teacher).to(device)  # the caller's model stays where it is, as it is
@@ -242,14 +262,15 @@ def distill(teacher, steps: int = 4, method: str = "trajectory", *, schedule: Sc
     provenance["sha256"] = tensors_sha256(teacher.state_dict().values())
     student = copy.deepcopy(teacher).requires_grad_(True).train()
     student.tuned_grids, student.student_plan = {}, None
-    targets = _make_targets(config, teacher, schedule, device)
+    targets = _make_targets(config, teacher, schedule, device, teacher_dataset)
     result = DistillResult(student, schedule, config, provenance, targets.describe(),
                            losses=torch.zeros(config.total_iterations, device=device), device=str(device),
                            backend=backend)
     result.method_details["method_description"] = describe_method(config)
     if resume is not None:
         saved_student, state = resume
-        _resume_into(result, targets, _check_resume(state, config, provenance), saved_student, teacher)
+        _resume_into(result, targets, _check_resume(state, config, provenance, device, backend), saved_student,
+                     teacher)
     _run(result, targets, teacher, progress, should_stop, on_checkpoint, checkpoint_every)
     student.eval()
     return result

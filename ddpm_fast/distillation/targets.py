@@ -49,8 +49,9 @@ class TrajectoryTargets:
         teacher_t = self.teacher_plan.timesteps
         timesteps = check_student_timesteps(config.timesteps or spread_timesteps(teacher_t, config.steps), teacher_t)
         self.plan = make_plan(schedule, **_as_plan_args(student_spec(timesteps)))
-        self.states = [teacher_t.index(t) for t in timesteps]  # the teacher's state before step i
-        self.landing = self.states[1:] + [len(teacher_t)]  # ... and after the student's step
+        _check_deterministic_teacher(self.teacher_plan, self.plan)
+        self.from_state = [teacher_t.index(t) for t in timesteps]  # the teacher's state at student step i
+        self.to_state = self.from_state[1:] + [len(teacher_t)]  # ... and where that step should land
         alpha, _ = _alpha_sigma(schedule, timesteps)
         k, b = len(timesteps), self.batch
         table = self.plan.coefficients
@@ -68,9 +69,16 @@ class TrajectoryTargets:
         s = self.schedule
         states = run_backend("eager", self.teacher, s.betas, s.one_minus_alphas_bar_sqrt, (self.batch, 2), x_T=x_T,
                              trajectory=True, plan=self.teacher_plan)  # [M + 1, B, 2]
-        x = states[self.states].reshape(-1, 2)  # [K * B, 2], step-major like t
-        target = states[self.landing].reshape(-1, 2)
+        x = states[self.from_state].reshape(-1, 2)  # [K * B, 2], step-major like t
+        target = states[self.to_state].reshape(-1, 2)
         return x, self.t, self.p_s, self.p_m, target, self.weight
+
+
+def _check_deterministic_teacher(teacher_plan, student_plan) -> None:
+    """A trajectory to copy is a function of x_T, drawn from the student's own prior."""
+    if teacher_plan.has_noise or teacher_plan.prior_std != student_plan.prior_std:
+        raise ValueError(f"the teacher's solver ({teacher_plan.describe()}) must be deterministic and start from "
+                         "the matched prior, as the student does: use dpm++2m, unipc or ddim")
 
 
 def _as_plan_args(spec: dict) -> dict:
@@ -82,8 +90,8 @@ class ProgressiveTargets:
     round's student) takes two, from x_t = alpha_t x_0 + sigma_t eps on the data; rows are weighted so
     that the loss is max(SNR_t, 1) |x_0 - x_0~|^2 in the step's implied x_0 (Salimans & Ho, eq. 9)."""
 
-    def __init__(self, schedule, config: DistillConfig, data: torch.Tensor, device: torch.device):
-        self.schedule, self.config, self.data, self.device = schedule, config, data, device
+    def __init__(self, schedule, config: DistillConfig, dataset: str, data: torch.Tensor, device: torch.device):
+        self.schedule, self.config, self.dataset, self.data, self.device = schedule, config, dataset, data, device
         alphas_bar = 1.0 - schedule.host_tables()[1] ** 2
         self.start = timestep_grid(alphas_bar, config.start_steps, "trailing")
         self.teacher = None
@@ -102,15 +110,17 @@ class ProgressiveTargets:
         self.teacher_t, teacher_table = teacher_plan.tables(self.device)  # [2K], [2K, N_COLUMNS]
         self.teacher_ps, self.teacher_pm = teacher_table[:, P_S], teacher_table[:, P_M]
         alpha, sigma = _alpha_sigma(self.schedule, student_t)
-        implied_x0 = alpha[1:] - sigma[1:] * alpha[:-1] / sigma[:-1]  # d(landing point) / d(x_0~)
+        landing_per_x0 = alpha[1:] - sigma[1:] * alpha[:-1] / sigma[:-1]  # d(landing point) / d(x_0~) of DDIM
         snr = (alpha[:-1] / sigma[:-1]) ** 2
         self.student_t = torch.tensor(student_t, device=self.device)
         self.p_s = torch.tensor(self.plan.coefficients[:, P_S], dtype=torch.float32, device=self.device)
         self.p_m = torch.tensor(self.plan.coefficients[:, P_M], dtype=torch.float32, device=self.device)
-        self.w = torch.tensor(np.sqrt(np.maximum(snr, 1.0)) / implied_x0, dtype=torch.float32, device=self.device)
+        self.w = torch.tensor(np.sqrt(np.maximum(snr, 1.0)) / landing_per_x0, dtype=torch.float32,
+                              device=self.device)
 
     def describe(self) -> dict:
-        return {"start_steps": self.config.start_steps, "start_timesteps": list(self.start)}
+        return {"start_steps": self.config.start_steps, "start_timesteps": list(self.start),
+                "dataset": self.dataset}
 
     def _teacher_step(self, x, i) -> torch.Tensor:
         return self.teacher_ps[i, None] * x + self.teacher_pm[i, None] * self.teacher(x, self.teacher_t[i])

@@ -41,6 +41,7 @@ from .steps import (
     check_train_precision,
     draw_epoch_device,
     draw_epoch_reference,
+    learning_rate_on,
     lr_table,
     make_optimizer,
 )
@@ -168,14 +169,6 @@ def _set_rng(generator, state: torch.Tensor) -> None:
         generator.set_state(state)
 
 
-def _learning_rate_on(optimizer, device: torch.device) -> None:
-    """Adam's rate where its implementation wants it: a device tensor on CUDA (capturable), else a float
-    (a loaded state dict brings it back as whatever it was saved as)."""
-    for group in optimizer.param_groups:
-        rate = float(group["lr"])
-        group["lr"] = torch.tensor(rate, device=device) if device.type == "cuda" else rate
-
-
 def _resume_into(result: TrainResult, resume, generator, device: torch.device) -> None:
     saved_model, state = _check_resume(resume)
     check_resumable_config(result.config, state["config"])
@@ -193,7 +186,7 @@ def _resume_into(result: TrainResult, resume, generator, device: torch.device) -
     except (KeyError, TypeError, ValueError, RuntimeError) as err:
         raise ValueError(f"the training state to resume is damaged: {type(err).__name__}: "
                          f"{one_line(err, 200)}") from None
-    _learning_rate_on(result.optimizer, device)
+    learning_rate_on(result.optimizer, device)
     result.finished_losses = list(state["losses"])
     result.snapshots = dict(state.get("snapshots") or {})
     result.wall_time_s = state.get("wall_time_s", 0.0)

@@ -378,6 +378,12 @@ def make_optimizer(model: nn.Module, lr: float, device: torch.device,
     return torch.optim.Adam(model.parameters(), lr=lr)
 
 
+def learning_rate_on(optimizer: torch.optim.Optimizer, device: torch.device) -> None:
+    """Adam's rate a device tensor on CUDA, else a float; a loaded state dict keeps it as saved (a host sync)."""
+    for group in optimizer.param_groups:
+        group["lr"] = torch.tensor(float(group["lr"]), device=device) if device.type == "cuda" else float(group["lr"])
+
+
 def lr_table(kind: str, lr: float, warmup_steps: int, total_steps: int, device: torch.device) -> torch.Tensor | None:
     """Learning rate of every step ([total_steps] float32), or None for a constant rate.
 
