@@ -7,11 +7,15 @@ import os
 import shlex
 import signal
 from dataclasses import asdict, dataclass, fields, replace
+from typing import TYPE_CHECKING
 
 from ..constants import DATASETS, DISTILL_BACKENDS, DISTILL_METHODS, PRETRAINED, SAMPLERS
 from . import options
 from .common import Status
 from .train import StopOnSignal
+
+if TYPE_CHECKING:  # the package imports torch: the command line loads it only when a command runs
+    from ..distillation import DistillConfig
 
 DISTILL_FLAGS = ("method", "iterations", "batch_size", "lr", "seed", "teacher_sampler", "teacher_steps", "timesteps",
                  "start_steps", "dataset")
@@ -77,7 +81,7 @@ def _configs(args) -> list:
 @dataclass(frozen=True)
 class StudentJob:
     """One student still to distill, every flag checked: what ``cmd_distill`` hands on."""
-    config: object  # a DistillConfig
+    config: DistillConfig
     path: str
     resume: tuple | None  # (student, state) of its unfinished run, or None for a new one
     device: str

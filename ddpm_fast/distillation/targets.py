@@ -48,7 +48,7 @@ class TrajectoryTargets:
                                       tuned_grids=plan_sources(teacher)["tuned_grids"])
         teacher_t = self.teacher_plan.timesteps
         timesteps = check_student_timesteps(config.timesteps or spread_timesteps(teacher_t, config.steps), teacher_t)
-        self.plan = make_plan(schedule, **_as_plan_args(student_spec(timesteps)))
+        self.plan = make_plan(schedule, student_plan=student_spec(timesteps))
         _check_deterministic_teacher(self.teacher_plan, self.plan)
         self.from_state = [teacher_t.index(t) for t in timesteps]  # the teacher's state at student step i
         self.to_state = self.from_state[1:] + [len(teacher_t)]  # ... and where that step should land
@@ -81,10 +81,6 @@ def _check_deterministic_teacher(teacher_plan, student_plan) -> None:
                          "the matched prior, as the student does: use dpm++2m, unipc or ddim")
 
 
-def _as_plan_args(spec: dict) -> dict:
-    return {"sampler": spec["sampler"], "grid": list(spec["timesteps"]), "prior": spec["prior"]}
-
-
 class ProgressiveTargets:
     """Round r's student takes one DDIM step where its teacher (the original model, then the previous
     round's student) takes two, from x_t = alpha_t x_0 + sigma_t eps on the data; rows are weighted so
@@ -105,16 +101,15 @@ class ProgressiveTargets:
         self.teacher = teacher
         student_t = self.timesteps(round_index)
         teacher_t = self.start[::2 ** round_index]
-        self.plan = make_plan(self.schedule, **_as_plan_args(student_spec(student_t)))
+        self.plan = make_plan(self.schedule, student_plan=student_spec(student_t))
         teacher_plan = make_plan(self.schedule, "ddim", grid=list(teacher_t), prior="matched")
         self.teacher_t, teacher_table = teacher_plan.tables(self.device)  # [2K], [2K, N_COLUMNS]
         self.teacher_ps, self.teacher_pm = teacher_table[:, P_S], teacher_table[:, P_M]
         alpha, sigma = _alpha_sigma(self.schedule, student_t)
         landing_per_x0 = alpha[1:] - sigma[1:] * alpha[:-1] / sigma[:-1]  # d(landing point) / d(x_0~) of DDIM
         snr = (alpha[:-1] / sigma[:-1]) ** 2
-        self.student_t = torch.tensor(student_t, device=self.device)
-        self.p_s = torch.tensor(self.plan.coefficients[:, P_S], dtype=torch.float32, device=self.device)
-        self.p_m = torch.tensor(self.plan.coefficients[:, P_M], dtype=torch.float32, device=self.device)
+        self.student_t, table = self.plan.tables(self.device)  # [K], [K, N_COLUMNS]
+        self.p_s, self.p_m = table[:, P_S], table[:, P_M]
         self.w = torch.tensor(np.sqrt(np.maximum(snr, 1.0)) / landing_per_x0, dtype=torch.float32,
                               device=self.device)
 
@@ -143,5 +138,3 @@ def describe_method(config: DistillConfig) -> str:
     halvings = " -> ".join(str(config.start_steps >> r) for r in range(config.rounds + 1))
     return f"progressive halving {halvings} steps, {config.iterations} iterations a round"
 
-
-__all__ = ["TrajectoryTargets", "ProgressiveTargets", "student_loss", "student_spec", "describe_method"]
