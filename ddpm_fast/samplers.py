@@ -299,7 +299,7 @@ def _student(schedule, spec: dict, one_minus_alphas_bar_sqrt, given: dict) -> Sa
     if extra:
         raise ValueError(f"this model is a distilled student with its own plan ({spec['sampler']} on "
                          f"{list(spec['timesteps'])}); {', '.join(extra)} without a sampler would run ddpm: "
-                         "pass sampler= too to run another sampler on it")
+                         "pass a sampler too (sampler=, --sampler) to run another sampler on it")
     plan = make_plan(schedule, spec["sampler"], grid=list(spec["timesteps"]), prior=spec["prior"],
                      eta=spec.get("eta"), one_minus_alphas_bar_sqrt=one_minus_alphas_bar_sqrt)
     return replace(plan, grid="student")

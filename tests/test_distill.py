@@ -53,7 +53,7 @@ def test_a_teacher_is_left_as_it_was(teacher):
 
 
 def test_sampler_options_without_a_sampler_are_refused_on_a_student(student):
-    with pytest.raises(ValueError, match="distilled student with its own plan .*pass sampler= too"):
+    with pytest.raises(ValueError, match=r"distilled student with its own plan .*pass a sampler too \(sampler="):
         D.sample(student, 5, steps=4)
 
 
@@ -138,7 +138,7 @@ def test_progressive_draws_the_teachers_own_training_data(tmp_path):
 def test_resuming_with_other_settings_or_another_teacher_is_refused(teacher, tmp_path):
     config = {"steps": 2, **SHORT}
     resume = _stopped_at(teacher, 1, tmp_path, **config)
-    with pytest.raises(ValueError, match=r"distilled with other settings \(lr\)"):
+    with pytest.raises(ValueError, match=r"distilled with other settings \(lr: 0.001 then, 0.5 now\)"):
         D.distill(teacher, progress=False, resume=resume, **{**config, "lr": 0.5})
     with pytest.raises(ValueError, match="distilled from another teacher"):
         D.distill(D.load_pretrained("seed")[0], progress=False, resume=resume, **config)
@@ -197,9 +197,10 @@ def test_cli_resume_keeps_finished_students_that_match(tmp_path, capsys):
     assert main([*CLI, "--steps", "1", "--out", out]) == 0
     capsys.readouterr()
     assert main([*CLI, "--steps", "1", "--out", out, "--resume"]) == 0
-    assert json.loads(capsys.readouterr().out)["students"] == []
+    assert [row.get("kept") for row in json.loads(capsys.readouterr().out)["students"]] == ["finished before"]
     assert main([*CLI, "--steps", "1", "--out", out, "--resume", "--lr", "0.5"]) == 2  # not what the file holds
-    assert "is a finished student of 'best' with other settings (lr): pass --overwrite" in capsys.readouterr().err
+    assert "is a student of 'best' with other settings (lr: 0.001 then, 0.5 now): pass --overwrite" \
+        in capsys.readouterr().err
     save_checkpoint(tmp_path / "distill-1.pt", *D.load_pretrained("best"))
     assert main([*CLI, "--steps", "1", "--out", out, "--resume"]) == 2
     assert "distill-1.pt: not a distilled student; pass --overwrite to replace it" in capsys.readouterr().err
@@ -239,3 +240,39 @@ def test_cli_stop_between_students_starts_no_other(tmp_path, capsys, monkeypatch
     report = json.loads(capsys.readouterr().out)
     assert [row["steps"] for row in report["students"]] == [2] and report["students"][0]["iterations_done"] == 4
     assert (out / "distill-2.pt").exists() and not (out / "distill-1.pt").exists()
+
+
+def test_cli_resume_refuses_what_it_cannot_continue(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main([*CLI, "--steps", "2", "--out", str(tmp_path / "nothing"), "--resume"]) == 2  # a typo in --out
+    assert "holds none of distill-2.pt to continue (start without --resume)" in capsys.readouterr().err
+    assert main([*CLI, "--steps", "2", "--out", str(out)]) == 0
+    capsys.readouterr()
+    (out / "distill-2.pt").rename(out / "distill-1.pt")  # a 2-step student under the 1-step name
+    assert main([*CLI, "--steps", "1", "--out", str(out), "--resume"]) == 2
+    assert "holds a 2-step student, not a 1-step one" in capsys.readouterr().err
+    save_checkpoint(out / "distill-1.pt", *D.load_pretrained("best"), train_state={"config": {}})
+    assert main([*CLI, "--steps", "1", "--out", str(out), "--resume"]) == 2  # a training run's file
+    assert "distill-1.pt: not a distilled student; pass --overwrite" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--timesteps", "99,x"], "argument --timesteps: comma-separated integer timesteps, got '99,x'"),
+    (["--checkpoint", "distill-2"], "--checkpoint distill-2 is a distilled student: distill from the model"),
+    (["--start-steps", "64"], "start_steps is not a setting of method 'trajectory' but of 'progressive'"),
+])
+def test_cli_refusals_come_before_any_work(tmp_path, capsys, argv, message):
+    try:
+        code = main([*CLI, "--steps", "2", "--out", str(tmp_path), *argv])
+    except SystemExit as exit_info:  # argparse's own errors
+        code = exit_info.code
+    assert code == 2
+    err = capsys.readouterr().err
+    assert message in err and "distilling" not in err and not list(tmp_path.iterdir())
+
+
+def test_cli_resume_command_keeps_the_flags(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("ddpm_fast.cli.distill.StopOnSignal", _StopAfter(1))
+    assert main([*CLI, "--steps", "2,1", "--out", str(tmp_path), "--lr", "0.002"]) == 128 + 15
+    command = json.loads(capsys.readouterr().out)["resume_with"]
+    assert "--iterations 4 --batch-size 32 --lr 0.002" in command and command.endswith("--resume")

@@ -91,6 +91,7 @@ def test_bench_two_samplers_side_by_side(tmp_path, capsys):
     (["evaluate", "--json", "x.json"], "--json, --plot and --sweep-students belong to --sweep"),
     (["evaluate", "--sweep-students", "distill-1"], "--json, --plot and --sweep-students belong to --sweep"),
     (["evaluate", "--sweep", "--sweep-students", "best"], "--sweep-students best: not a distilled student"),
+    (["evaluate", "--sweep", "--sweep-students", "distill-2,distill-2"], "two students with 2 steps; the sweep has"),
     (["bench", "--sampler", "student"], "--sampler student is a distilled student's own plan: this checkpoint is not"),
     (["bench", "--sampler", "ddim", "--steps", "200"], "steps=200 is more than the schedule's 100 timesteps"),
     (["profile", "--sampler", "dpm++2m", "--grid", "karras", "--steps", "90"], "repeats timesteps (0, 1, 2"),

@@ -1,6 +1,7 @@
 """``distill``: K-step students of a checkpoint, one file each (resumable; Ctrl-C saves the last step)."""
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
@@ -17,6 +18,7 @@ from .train import StopOnSignal
 if TYPE_CHECKING:  # the package imports torch: the command line loads it only when a command runs
     from ..distillation import DistillConfig
 
+TEACHERS = [name for name in PRETRAINED if not name.startswith("distill-")]  # the bundled students teach no one
 DISTILL_FLAGS = ("method", "iterations", "batch_size", "lr", "seed", "teacher_sampler", "teacher_steps", "timesteps",
                  "start_steps", "dataset")
 
@@ -29,7 +31,7 @@ def add_parsers(sub, command) -> None:
                                    "the last step; --resume continues step for step.",
                        formatter_class=options.HelpFormatter)
     p.add_argument("--checkpoint", default="best",
-                   help=f"the teacher: a checkpoint file or a bundled model ({', '.join(PRETRAINED)}) (default: best)")
+                   help=f"the teacher: a checkpoint file or a bundled model ({', '.join(TEACHERS)}) (default: best)")
     p.add_argument("--steps", default="4,2,1", help="the students' model calls, comma-separated (default: 4,2,1)")
     p.add_argument("--out", default="runs/distill", help="directory for distill-K.pt (default: runs/distill)")
     p.add_argument("--method", choices=DISTILL_METHODS,
@@ -44,7 +46,7 @@ def add_parsers(sub, command) -> None:
     p.add_argument("--teacher-sampler", choices=SAMPLERS,
                    help="trajectory: the teacher's solver (default: dpm++2m)")
     p.add_argument("--teacher-steps", type=options.positive_int, help="trajectory: its steps (default: 12)")
-    p.add_argument("--timesteps", type=lambda text: options.int_list(text, "--timesteps"),
+    p.add_argument("--timesteps", type=_timesteps,
                    help="trajectory, one --steps value: the student's timesteps, comma-separated, a subset of the "
                         "teacher's (default: evenly spread over them)")
     p.add_argument("--start-steps", type=options.positive_int,
@@ -63,6 +65,20 @@ def add_parsers(sub, command) -> None:
                    help="steps between resumable saves, 0: only at the end or on Ctrl-C (default: 500)")
     p.add_argument("--quiet", action="store_true", help="no progress bar or status lines")
     p.set_defaults(func=cmd_distill)
+
+
+def _timesteps(text: str) -> list:
+    """--timesteps: comma-separated integer timesteps (0 included)."""
+    try:
+        values = [int(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"comma-separated integer timesteps, got {text!r}") from None
+    if any(v < 0 for v in values):
+        raise argparse.ArgumentTypeError(f"timesteps are >= 0, got {text!r}")
+    return values
+
+
+_timesteps.__name__ = "timesteps"
 
 
 def _configs(args) -> list:
@@ -92,25 +108,44 @@ def _given(args) -> dict:
     return {name: getattr(args, name) for name in DISTILL_FLAGS if getattr(args, name) is not None}
 
 
-def _check_finished(path: str, metadata: dict, args) -> None:
-    """A finished student that --resume keeps must be the one these flags ask for."""
+def _teacher_sha256(checkpoint: str) -> str:
+    """--checkpoint loads and is no student (before any status line or work): its weights' sha256."""
+    from ..distributed import tensors_sha256
+    from .common import load
+    model, _, _ = load(checkpoint, "cpu")
+    if model.student_plan is not None:
+        raise ValueError(f"--checkpoint {checkpoint} is a distilled student: distill from the model it was "
+                         "distilled from")
+    return tensors_sha256(model.state_dict().values())
+
+
+def _check_student_file(path: str, steps: int, metadata: dict, args, teacher_sha256: str) -> None:
+    """A file --resume keeps or continues holds a distilled student of these steps, teacher and flags."""
     from ..distillation import DistillConfig
     made = metadata.get("distill") or {}
     if metadata.get("student_plan") is None or not isinstance(made.get("config"), dict):
         raise ValueError(f"{path}: not a distilled student; pass --overwrite to replace it")
+    if made["config"].get("steps") != steps:
+        raise ValueError(f"{path} holds a {made['config'].get('steps')}-step student, not a {steps}-step one: "
+                         "pass --overwrite to replace it")
     wanted = asdict(replace(DistillConfig(**made["config"]), **_given(args)))
-    differ = sorted(k for k in wanted if wanted[k] != made["config"].get(k))
-    if differ or (made.get("teacher") or {}).get("source") != args.checkpoint:
-        raise ValueError(f"{path} is a finished student of {(made.get('teacher') or {}).get('source')!r} with "
-                         f"other settings ({', '.join(differ) or 'the teacher'}): pass --overwrite to distill it "
-                         "again")
+    differ = [f"{k}: {made['config'].get(k)} then, {wanted[k]} now" for k in sorted(wanted)
+              if wanted[k] != made["config"].get(k)]
+    teacher = made.get("teacher") or {}
+    if differ or teacher.get("sha256") != teacher_sha256:
+        raise ValueError(f"{path} is a student of {teacher.get('source')!r} with other settings "
+                         f"({'; '.join(differ) or f'another teacher than {args.checkpoint!r}'}): pass --overwrite "
+                         "to distill it again")
 
 
-def _jobs(args, configs: list, paths: dict, say: Status) -> list:
-    """The students still to distill; finished ones (with --resume) are checked, said and left."""
+def _jobs(args, configs: list, paths: dict, teacher_sha256: str, say: Status) -> tuple:
+    """(the students still to distill, report rows of the finished ones --resume keeps)."""
     from ..checkpoint import read_checkpoint
     from ..distillation import DistillConfig, read_distill_state
-    jobs = []
+    if args.resume and not any(os.path.exists(path) for path in paths.values()):
+        raise FileNotFoundError(f"--resume: {args.out} holds none of {', '.join(map(os.path.basename, paths.values()))}"
+                                " to continue (start without --resume)")
+    jobs, kept = [], []
     for config in configs:
         path = paths[config.steps]
         if not os.path.exists(path) or args.overwrite:
@@ -120,16 +155,17 @@ def _jobs(args, configs: list, paths: dict, say: Status) -> list:
             raise FileExistsError(17, "holds a student: pass --resume to continue an unfinished one or --overwrite "
                                       "to distill it again", path)
         _, _, metadata, state = read_checkpoint(path)
+        _check_student_file(path, config.steps, metadata, args, teacher_sha256)
         if state is None:
-            _check_finished(path, metadata, args)
             say(f"{path} is finished: kept")
+            kept.append({"checkpoint": path, "steps": config.steps, "kept": "finished before"})
             continue
         student, state = read_distill_state(path)
         config = replace(DistillConfig(**state["config"]), **_given(args))  # the run's own, and any flag given
         jobs.append(StudentJob(config, path, (student, state), args.device or state.get("device", "cpu"),
                                args.backend or state.get("backend", "eager")))
         say(f"resuming {path} after {state['iteration']} steps")
-    return jobs
+    return jobs, kept
 
 
 def _distill_one(args, job: StudentJob, stop: StopOnSignal, say: Status):
@@ -170,9 +206,20 @@ def _row(path: str, result) -> dict:
             "wall_time_s": round(result.wall_time_s, 1), "compile_s": round(result.compile_s, 1)}
 
 
+def _resume_command(args) -> str:
+    """The command that continues this one: its flags, and --resume."""
+    words = ["ddpm-fast", "distill", "--checkpoint", args.checkpoint, "--steps", args.steps, "--out", args.out]
+    for name, value in _given(args).items():
+        words += [f"--{name.replace('_', '-')}", ",".join(map(str, value)) if isinstance(value, list) else str(value)]
+    for flag, value in (("--device", args.device), ("--backend", args.backend)):
+        words += [flag, value] if value else []
+    if args.save_every != 500:
+        words += ["--save-every", str(args.save_every)]
+    return shlex.join([*words, "--resume"])
+
+
 def _stopped(args, rows: list, stop: StopOnSignal, say: Status) -> int:
-    command = f"ddpm-fast distill --checkpoint {shlex.quote(args.checkpoint)} --steps {args.steps} " \
-              f"--out {shlex.quote(args.out)} --resume"
+    command = _resume_command(args)
     print(json.dumps({"students": rows, "resume_with": command}, indent=2))
     say(f"stopped; resume with: {command}", always=True)
     return 128 + (stop.signum or signal.SIGTERM)
@@ -186,8 +233,7 @@ def cmd_distill(args) -> int:
     configs = _configs(args)
     paths = dict(zip([c.steps for c in configs],
                      check_outputs(args.out, [f"distill-{c.steps}.pt" for c in configs])))
-    jobs = _jobs(args, configs, paths, say)
-    rows = []
+    jobs, rows = _jobs(args, configs, paths, _teacher_sha256(args.checkpoint), say)
     with StopOnSignal("distill", "the last step") as stop:
         for job in jobs:
             if stop.requested:  # a stop during the previous student's last step or save: start no other

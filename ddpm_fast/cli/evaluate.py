@@ -144,6 +144,10 @@ def _students(names: str, device: str) -> list:
         student, _, _ = load(name, device)
         if student.student_plan is None:
             raise ValueError(f"--sweep-students {name}: not a distilled student (ddpm-fast distill makes them)")
+        same = [s for s in students if len(s.student_plan["timesteps"]) == len(student.student_plan["timesteps"])]
+        if same:
+            raise ValueError(f"--sweep-students: two students with {len(student.student_plan['timesteps'])} steps; "
+                             "the sweep has one row per number of steps (sweep them one at a time)")
         students.append(student)
     return students
 

@@ -60,7 +60,7 @@ class DistillConfig:
                 raise ValueError(f"timesteps {list(self.timesteps)} are not {self.steps} (steps)")
         if self.method == "trajectory" and self.steps > self.teacher_steps:
             raise ValueError(f"a {self.steps}-step student cannot copy a {self.teacher_steps}-step teacher's "
-                             "trajectory: use more teacher_steps")
+                             "trajectory: use more teacher_steps (--teacher-steps)")
         if self.method == "progressive":
             start = self.start_steps if self.start_steps is not None else self.default_start_steps()
             rounds = start // self.steps
@@ -75,8 +75,10 @@ class DistillConfig:
         defaults = {f.name: f.default for f in fields(self)}
         given = [name for name in other if getattr(self, name) != defaults[name]]
         if given:
+            other_method = "progressive" if self.method == "trajectory" else "trajectory"
             raise ValueError(f"{', '.join(given)} {'is' if len(given) == 1 else 'are'} not a setting of method "
-                             f"{self.method!r}")
+                             f"{self.method!r} but of {other_method!r} (method={other_method!r}, --method "
+                             f"{other_method})")
 
     def default_start_steps(self) -> int:
         start = self.steps

@@ -109,6 +109,11 @@ def _check_resume(state, config: DistillConfig, teacher: dict, device: torch.dev
     needed = ("config", "iteration", "losses", "optimizer_state", "teacher", "wall_time_s")
     if not isinstance(state, dict) or state.get("kind") != "distill" or any(k not in state for k in needed):
         raise ValueError("resume must be the state of a distillation run (read_distill_state)")
+    wanted = asdict(config)
+    if state["config"] != wanted:
+        differ = [f"{k}: {state['config'][k]} then, {wanted.get(k)} now" for k in sorted(state["config"])
+                  if state["config"][k] != wanted.get(k)]
+        raise ValueError(f"the run to resume was distilled with other settings ({'; '.join(differ)})")
     done, total = state["iteration"], config.total_iterations
     if not 0 <= done < total or tuple(state["losses"].shape) != (total,):
         raise ValueError(f"the state to resume is damaged: {done} steps done of {total}, "
@@ -120,9 +125,6 @@ def _check_resume(state, config: DistillConfig, teacher: dict, device: torch.dev
     if then != (device.type, backend):
         raise ValueError(f"the run to resume drew its numbers on {then[0]} with backend {then[1]}: resume it "
                          f"there (device {then[0]!r}, backend {then[1]!r}), not on {device.type} with {backend}")
-    if state["config"] != asdict(config):
-        differ = sorted(k for k in state["config"] if state["config"][k] != asdict(config).get(k))
-        raise ValueError(f"the run to resume was distilled with other settings ({', '.join(differ)})")
     if state["teacher"]["sha256"] != teacher["sha256"]:
         raise ValueError(f"the run to resume was distilled from another teacher ({state['teacher']['source']}, "
                          f"weights sha256 {state['teacher']['sha256'][:12]}...)")
