@@ -25,7 +25,6 @@ from ..data import make_dataset
 from ..distributed import tensors_sha256
 from ..model import MLPDiffusion, check_model_steps
 from ..rows import derive_seed
-from ..samplers import SamplerPlan, make_plan, plan_sources
 from ..schedule import Schedule, make_schedule
 from ..training.steps import learning_rate_on, lr_table, make_optimizer
 from .config import DistillConfig
@@ -54,11 +53,6 @@ class DistillResult:
     @property
     def done(self) -> bool:
         return self.iteration >= self.config.total_iterations
-
-    @property
-    def plan(self) -> SamplerPlan:
-        """The student's plan (its current round's, for an unfinished progressive run)."""
-        return make_plan(self.schedule, **plan_sources(self.student))
 
     def final_loss(self) -> float | None:
         """The mean loss of the last 100 steps (reads the device)."""
@@ -181,9 +175,8 @@ def _resume_into(result: DistillResult, targets, state: dict, saved_student: nn.
     round_index = result.iteration // config.iterations
     round_teacher = teacher
     if round_index:
-        round_teacher = copy.deepcopy(saved_student)
+        round_teacher = _frozen_copy(saved_student).to(device)  # the student's shape, the round teacher's weights
         round_teacher.load_state_dict(state["round_teacher"])
-        round_teacher = _frozen_copy(round_teacher.to(device))
     _start_round(result, targets, round_index, round_teacher)
     result.optimizer.load_state_dict(state["optimizer_state"])
     learning_rate_on(result.optimizer, device)  # loaded as saved: a CUDA run's rate back on the device
